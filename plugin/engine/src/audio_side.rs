@@ -1,0 +1,456 @@
+//! The real-time half of the bridge: what `process()` calls. It keeps the listening clock, turns
+//! heard events into queue items with times in seconds and beats, pushes mono audio for the
+//! transcriber, and plays the worker's scheduled events on their exact sample.
+//!
+//! Thread: audio. Nothing here allocates, locks, logs, blocks or returns a `Result`: a full queue
+//! drops the item and bumps a counter in [`Shared`].
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use crate::bridge::{AudioEnds, MAX_PENDING_EVENTS, Scheduled, ScheduledKind, Shared, ToWorker};
+
+/// Host transport as the engine sees it (the plugin converts its framework's type to this).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TransportInfo {
+    pub playing: bool,
+    pub tempo_bpm: Option<f64>,
+    pub sig_num: Option<u32>,
+    pub sig_den: Option<u32>,
+    /// Song position of the block's first sample, in quarter notes.
+    pub pos_beats: Option<f64>,
+}
+
+impl TransportInfo {
+    /// A host that tells nothing.
+    pub const NONE: TransportInfo =
+        TransportInfo { playing: false, tempo_bpm: None, sig_num: None, sig_den: None, pos_beats: None };
+}
+
+/// An event to send out of the plugin, with its sample offset inside the block.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum OutEvent {
+    NoteOn { channel: u8, pitch: u8, velocity: u8 },
+    NoteOff { channel: u8, pitch: u8 },
+    Control { channel: u8, cc: u8, value: u8 },
+}
+
+/// CC numbers of the mood output: valence, arousal.
+pub const MOOD_CC_VALENCE: u8 = 20;
+pub const MOOD_CC_AROUSAL: u8 = 21;
+/// Least time between two mood CC updates.
+pub const MOOD_CC_MIN_INTERVAL_S: f64 = 0.1;
+
+const DEFAULT_TEMPO_BPM: f64 = 120.0;
+const MIN_TEMPO_BPM: f64 = 1.0;
+const MAX_TEMPO_BPM: f64 = 2000.0;
+
+/// The audio thread's side of the engine. Create on activation (allocates), then call
+/// [`begin_block`](Self::begin_block), the event and audio methods, and
+/// [`end_block`](Self::end_block) once per `process()`.
+pub struct AudioSide {
+    ends: AudioEnds,
+    shared: Arc<Shared>,
+    sample_rate_hz: f64,
+    /// Listening clock at the first sample of the current block.
+    clock_samples: u64,
+    clock_beats: f64,
+    song_beats: f64,
+    tempo_bpm: f64,
+    sig_num: u32,
+    sig_den: u32,
+    playing: bool,
+    block_len: u32,
+    pending: [Scheduled; MAX_PENDING_EVENTS],
+    num_pending: usize,
+    /// Generated notes now sounding, per channel a 128-bit set, so they can all be released.
+    sounding: [u128; 16],
+    last_mood_cc: [u8; 2],
+    last_mood_cc_sample: u64,
+    mood_cc_sent_once: bool,
+}
+
+impl AudioSide {
+    /// Allocates; call from `activate()` only.
+    pub fn new(ends: AudioEnds, shared: Arc<Shared>, sample_rate_hz: f64) -> Box<Self> {
+        let sample_rate_hz = if sample_rate_hz.is_finite() && sample_rate_hz > 0.0 { sample_rate_hz } else { 48_000.0 };
+        shared.sample_rate_hz.store(sample_rate_hz, Ordering::Relaxed);
+        Box::new(Self {
+            ends,
+            shared,
+            sample_rate_hz,
+            clock_samples: 0,
+            clock_beats: 0.0,
+            song_beats: 0.0,
+            tempo_bpm: DEFAULT_TEMPO_BPM,
+            sig_num: 4,
+            sig_den: 4,
+            playing: false,
+            block_len: 0,
+            pending: [Scheduled { at_sample: 0, kind: ScheduledKind::NoteOff, channel: 0, data1: 0, data2: 0 };
+                MAX_PENDING_EVENTS],
+            num_pending: 0,
+            sounding: [0; 16],
+            last_mood_cc: [255; 2],
+            last_mood_cc_sample: 0,
+            mood_cc_sent_once: false,
+        })
+    }
+
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    pub fn sample_rate_hz(&self) -> f64 {
+        self.sample_rate_hz
+    }
+
+    /// Listening clock (samples since activation) of the current block's first sample.
+    pub fn clock_samples(&self) -> u64 {
+        self.clock_samples
+    }
+
+    fn send(&mut self, ev: ToWorker) {
+        if self.ends.to_worker.push(ev).is_err() {
+            self.shared.num_dropped_to_worker.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Forget everything heard (host reset). Real-time safe.
+    pub fn reset(&mut self) {
+        self.send(ToWorker::Reset);
+    }
+
+    /// Starts a block of `num_samples` with the host's transport.
+    pub fn begin_block(&mut self, transport: &TransportInfo, num_samples: u32) {
+        self.block_len = num_samples;
+        let tempo = transport
+            .tempo_bpm
+            .filter(|t| t.is_finite())
+            .map(|t| t.clamp(MIN_TEMPO_BPM, MAX_TEMPO_BPM))
+            .unwrap_or(self.tempo_bpm);
+        let num = transport.sig_num.filter(|n| (1..=64).contains(n)).unwrap_or(self.sig_num);
+        let den = transport.sig_den.filter(|d| (1..=64).contains(d)).unwrap_or(self.sig_den);
+        let expected_song = self.song_beats;
+        let song = transport.pos_beats.filter(|b| b.is_finite()).unwrap_or(expected_song);
+        let jumped = (song - expected_song).abs() > 1e-3;
+        let changed = transport.playing != self.playing
+            || (tempo - self.tempo_bpm).abs() > 1e-6
+            || num != self.sig_num
+            || den != self.sig_den
+            || jumped;
+        self.tempo_bpm = tempo;
+        self.sig_num = num;
+        self.sig_den = den;
+        self.song_beats = song;
+        self.playing = transport.playing;
+        if changed {
+            let time_s = self.seconds_at(0);
+            self.send(ToWorker::Transport {
+                playing: self.playing,
+                tempo_bpm: tempo,
+                sig_num: num.min(255) as u8,
+                sig_den: den.min(255) as u8,
+                song_beats: song,
+                time_s,
+            });
+        }
+        let s = &self.shared;
+        s.now_samples.store(self.clock_samples, Ordering::Relaxed);
+        s.now_s.store(self.seconds_at(0), Ordering::Relaxed);
+        s.now_beats.store(self.clock_beats, Ordering::Relaxed);
+        s.song_beats.store(song, Ordering::Relaxed);
+        s.tempo_bpm.store(tempo, Ordering::Relaxed);
+        s.sig_num.store(num, Ordering::Relaxed);
+        s.sig_den.store(den, Ordering::Relaxed);
+        s.playing.store(self.playing, Ordering::Release);
+    }
+
+    fn seconds_at(&self, timing: u32) -> f64 {
+        (self.clock_samples + timing as u64) as f64 / self.sample_rate_hz
+    }
+
+    fn beats_after(&self, timing: u32) -> f64 {
+        timing as f64 / self.sample_rate_hz * self.tempo_bpm / 60.0
+    }
+
+    /// A heard note on (velocity > 0) or off at sample `timing` of this block.
+    pub fn note(&mut self, timing: u32, on: bool, channel: u8, pitch: u8, velocity: u8) {
+        let timing = timing.min(self.block_len.saturating_sub(1));
+        let ev = ToWorker::Note {
+            on,
+            channel: channel & 15,
+            pitch: pitch & 127,
+            velocity: velocity & 127,
+            time_s: self.seconds_at(timing),
+            beats: self.clock_beats + self.beats_after(timing),
+            song_beats: self.song_beats + self.beats_after(timing),
+        };
+        self.send(ev);
+    }
+
+    /// A heard controller change.
+    pub fn control(&mut self, timing: u32, channel: u8, cc: u8, value: u8) {
+        let time_s = self.seconds_at(timing.min(self.block_len.saturating_sub(1)));
+        self.send(ToWorker::Control { channel: channel & 15, cc: cc & 127, value: value & 127, time_s });
+    }
+
+    /// Pushes the mono downmix of `channels` (non-finite samples become 0) for the transcriber.
+    pub fn push_audio(&mut self, channels: &[&mut [f32]]) {
+        let num_channels = channels.len();
+        if num_channels == 0 {
+            return;
+        }
+        let num_samples = channels.iter().map(|c| c.len()).min().unwrap_or(0);
+        let free = self.ends.audio.slots();
+        let n = num_samples.min(free);
+        if n < num_samples {
+            self.shared.num_dropped_audio_samples.fetch_add((num_samples - n) as u64, Ordering::Relaxed);
+        }
+        if n == 0 {
+            return;
+        }
+        let scale = 1.0 / num_channels as f32;
+        if let Ok(mut chunk) = self.ends.audio.write_chunk_uninit(n) {
+            let (a, b) = chunk.as_mut_slices();
+            for (i, slot) in a.iter_mut().chain(b.iter_mut()).enumerate() {
+                let mut sum = 0.0f32;
+                for c in channels {
+                    let v = c[i];
+                    sum += if v.is_finite() { v } else { 0.0 };
+                }
+                slot.write(sum * scale);
+            }
+            // SAFETY: every slot of both slices was written just above.
+            unsafe { chunk.commit_all() };
+        }
+    }
+
+    /// Calls `emit(timing, event)` for every scheduled event due in this block, in time order,
+    /// and for the mood CCs when `mood_cc_channel` is `Some`. Late note-ons are dropped and
+    /// counted; late note-offs still play at the block start so nothing hangs.
+    pub fn due_events(&mut self, mood_cc_channel: Option<u8>, mut emit: impl FnMut(u32, OutEvent)) {
+        // Take everything the worker has sent into the pending list.
+        while let Ok(ev) = self.ends.from_worker.pop() {
+            if self.num_pending < MAX_PENDING_EVENTS {
+                self.pending[self.num_pending] = ev;
+                self.num_pending += 1;
+            } else {
+                self.shared.num_dropped_pending.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        let block_start = self.clock_samples;
+        let block_end = block_start + self.block_len as u64;
+        loop {
+            // Earliest due event; ties keep note-offs first.
+            let mut best: Option<usize> = None;
+            for i in 0..self.num_pending {
+                let e = &self.pending[i];
+                if e.at_sample >= block_end {
+                    continue;
+                }
+                let better = match best {
+                    None => true,
+                    Some(b) => {
+                        let pb = &self.pending[b];
+                        (e.at_sample, e.kind != ScheduledKind::NoteOff) < (pb.at_sample, pb.kind != ScheduledKind::NoteOff)
+                    }
+                };
+                if better {
+                    best = Some(i);
+                }
+            }
+            let Some(i) = best else { break };
+            let ev = self.pending[i];
+            self.num_pending -= 1;
+            self.pending[i] = self.pending[self.num_pending];
+            let late = ev.at_sample < block_start;
+            let timing = ev.at_sample.saturating_sub(block_start) as u32;
+            let ch = ev.channel & 15;
+            match ev.kind {
+                ScheduledKind::NoteOn if late => {
+                    self.shared.num_late_dropped.fetch_add(1, Ordering::Relaxed);
+                }
+                ScheduledKind::NoteOn => {
+                    self.sounding[ch as usize] |= 1u128 << (ev.data1 & 127);
+                    emit(timing, OutEvent::NoteOn { channel: ch, pitch: ev.data1 & 127, velocity: ev.data2.clamp(1, 127) });
+                }
+                ScheduledKind::NoteOff => {
+                    let bit = 1u128 << (ev.data1 & 127);
+                    if self.sounding[ch as usize] & bit != 0 {
+                        self.sounding[ch as usize] &= !bit;
+                        emit(timing, OutEvent::NoteOff { channel: ch, pitch: ev.data1 & 127 });
+                    }
+                }
+                ScheduledKind::Control => {
+                    emit(timing, OutEvent::Control { channel: ch, cc: ev.data1 & 127, value: ev.data2 & 127 })
+                }
+            }
+        }
+
+        if let Some(ch) = mood_cc_channel {
+            let min_gap = (MOOD_CC_MIN_INTERVAL_S * self.sample_rate_hz) as u64;
+            if self.shared.num_estimates.load(Ordering::Acquire) > 0
+                && (!self.mood_cc_sent_once || block_start >= self.last_mood_cc_sample + min_gap)
+            {
+                let v = self.shared.valence.load(Ordering::Relaxed);
+                let a = self.shared.arousal.load(Ordering::Relaxed);
+                let q = [to_cc(v), to_cc(a)];
+                let ccs = [MOOD_CC_VALENCE, MOOD_CC_AROUSAL];
+                let mut sent = false;
+                for k in 0..2 {
+                    if q[k] != self.last_mood_cc[k] {
+                        emit(0, OutEvent::Control { channel: ch & 15, cc: ccs[k], value: q[k] });
+                        self.last_mood_cc[k] = q[k];
+                        sent = true;
+                    }
+                }
+                if sent {
+                    self.last_mood_cc_sample = block_start;
+                    self.mood_cc_sent_once = true;
+                }
+            }
+        } else {
+            self.last_mood_cc = [255; 2];
+        }
+    }
+
+    /// Releases every generated note still sounding (transport stop, bypass, deactivation).
+    pub fn all_notes_off(&mut self, mut emit: impl FnMut(u32, OutEvent)) {
+        for ch in 0..16u8 {
+            let mut bits = self.sounding[ch as usize];
+            while bits != 0 {
+                let pitch = bits.trailing_zeros() as u8;
+                bits &= !(1u128 << pitch);
+                emit(0, OutEvent::NoteOff { channel: ch, pitch });
+            }
+            self.sounding[ch as usize] = 0;
+        }
+        // Pending note-ons would start notes after the stop: drop them, keep nothing.
+        self.num_pending = 0;
+    }
+
+    /// Whether the playhead just stopped in this block (call after `begin_block`).
+    pub fn is_playing(&self) -> bool {
+        self.playing
+    }
+
+    /// Advances the listening clock past this block.
+    pub fn end_block(&mut self) {
+        let n = self.block_len;
+        self.clock_beats += self.beats_after(n);
+        self.song_beats += if self.playing { self.beats_after(n) } else { 0.0 };
+        self.clock_samples += n as u64;
+    }
+}
+
+fn to_cc(x: f32) -> u8 {
+    let x = if x.is_finite() { x.clamp(-1.0, 1.0) } else { 0.0 };
+    ((x + 1.0) * 0.5 * 127.0).round() as u8
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bridge::queues;
+
+    fn side() -> (Box<AudioSide>, crate::bridge::WorkerEnds) {
+        let (a, w) = queues();
+        (AudioSide::new(a, Arc::new(Shared::default()), 48_000.0), w)
+    }
+
+    fn playing_at(beats: f64) -> TransportInfo {
+        TransportInfo { playing: true, tempo_bpm: Some(120.0), sig_num: Some(4), sig_den: Some(4), pos_beats: Some(beats) }
+    }
+
+    #[test]
+    fn note_times_are_sample_accurate_in_seconds_and_beats() {
+        let (mut s, mut w) = side();
+        s.begin_block(&playing_at(0.0), 480);
+        s.end_block();
+        s.begin_block(&playing_at(0.02), 480);
+        s.note(240, true, 0, 60, 100);
+        let mut found = None;
+        while let Ok(ev) = w.from_audio.pop() {
+            if let ToWorker::Note { time_s, beats, song_beats, .. } = ev {
+                found = Some((time_s, beats, song_beats));
+            }
+        }
+        let (t, b, sb) = found.unwrap();
+        assert!((t - 720.0 / 48_000.0).abs() < 1e-12);
+        assert!((b - 720.0 / 48_000.0 * 2.0).abs() < 1e-12);
+        assert!((sb - (0.02 + 240.0 / 48_000.0 * 2.0)).abs() < 1e-12);
+    }
+
+    #[test]
+    fn scheduled_events_play_on_their_sample_and_late_ones_drop() {
+        let (mut s, mut w) = side();
+        w.to_audio.push(Scheduled { at_sample: 100, kind: ScheduledKind::NoteOn, channel: 2, data1: 64, data2: 90 }).unwrap();
+        w.to_audio.push(Scheduled { at_sample: 700, kind: ScheduledKind::NoteOff, channel: 2, data1: 64, data2: 0 }).unwrap();
+        let mut out = Vec::new();
+        s.begin_block(&TransportInfo::NONE, 512);
+        s.due_events(None, |t, e| out.push((t, e)));
+        s.end_block();
+        assert_eq!(out, vec![(100, OutEvent::NoteOn { channel: 2, pitch: 64, velocity: 90 })]);
+        out.clear();
+        // A note-on that is already late when it arrives is dropped and counted.
+        w.to_audio.push(Scheduled { at_sample: 10, kind: ScheduledKind::NoteOn, channel: 0, data1: 1, data2: 1 }).unwrap();
+        s.begin_block(&TransportInfo::NONE, 512);
+        s.due_events(None, |t, e| out.push((t, e)));
+        s.end_block();
+        assert_eq!(out, vec![(700 - 512, OutEvent::NoteOff { channel: 2, pitch: 64 })]);
+        assert_eq!(s.shared().num_late_dropped.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn all_notes_off_releases_sounding_notes() {
+        let (mut s, mut w) = side();
+        for p in [60, 64, 67] {
+            w.to_audio.push(Scheduled { at_sample: 0, kind: ScheduledKind::NoteOn, channel: 0, data1: p, data2: 80 }).unwrap();
+        }
+        s.begin_block(&TransportInfo::NONE, 64);
+        s.due_events(None, |_, _| {});
+        let mut offs = Vec::new();
+        s.all_notes_off(|_, e| offs.push(e));
+        assert_eq!(offs.len(), 3);
+        let mut again = Vec::new();
+        s.all_notes_off(|_, e| again.push(e));
+        assert!(again.is_empty());
+    }
+
+    #[test]
+    fn full_queue_drops_and_counts() {
+        let (mut s, _w) = side();
+        s.begin_block(&TransportInfo::NONE, 64);
+        for _ in 0..crate::bridge::TO_WORKER_CAPACITY + 10 {
+            s.note(0, true, 0, 60, 100);
+        }
+        assert_eq!(s.shared().num_dropped_to_worker.load(Ordering::Relaxed), 10);
+    }
+
+    #[test]
+    fn mood_cc_follows_the_estimate_and_is_rate_limited() {
+        let (mut s, _w) = side();
+        s.shared().publish_estimate(1.0, -1.0, 1.0);
+        let mut out = Vec::new();
+        s.begin_block(&TransportInfo::NONE, 64);
+        s.due_events(Some(3), |t, e| out.push((t, e)));
+        s.end_block();
+        assert_eq!(out, vec![
+            (0, OutEvent::Control { channel: 3, cc: MOOD_CC_VALENCE, value: 127 }),
+            (0, OutEvent::Control { channel: 3, cc: MOOD_CC_AROUSAL, value: 0 }),
+        ]);
+        out.clear();
+        s.shared().publish_estimate(0.0, -1.0, 1.0);
+        s.begin_block(&TransportInfo::NONE, 64);
+        s.due_events(Some(3), |t, e| out.push((t, e)));
+        s.end_block();
+        assert!(out.is_empty(), "rate limit");
+        for _ in 0..100 {
+            s.begin_block(&TransportInfo::NONE, 64);
+            s.due_events(Some(3), |t, e| out.push((t, e)));
+            s.end_block();
+        }
+        assert_eq!(out, vec![(0, OutEvent::Control { channel: 3, cc: MOOD_CC_VALENCE, value: 64 })]);
+    }
+}

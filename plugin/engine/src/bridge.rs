@@ -1,0 +1,233 @@
+//! What crosses between threads: the queue item types, their fixed capacities, and the shared
+//! atomics that carry the transport clock, the live estimate, status and drop counters.
+//!
+//! Thread: any. Each field of [`Shared`] says who writes it and who reads it. The audio thread only
+//! touches atomics here, never [`Shared::status_text`].
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
+
+use atomic_float::{AtomicF32, AtomicF64};
+
+/// Capacity of the audio → worker event queue (notes, controllers, transport changes).
+pub const TO_WORKER_CAPACITY: usize = 8192;
+/// Capacity of the audio → worker mono audio queue, in samples (about 2.7 s at 192 kHz).
+pub const AUDIO_QUEUE_CAPACITY_SAMPLES: usize = 1 << 19;
+/// Capacity of the worker → audio queue of scheduled MIDI events.
+pub const FROM_WORKER_CAPACITY: usize = 4096;
+/// Number of scheduled events the audio thread holds while waiting for their sample.
+pub const MAX_PENDING_EVENTS: usize = 1024;
+/// Number of per-bar estimates kept for the panel's trail.
+pub const TRAIL_LEN: usize = 16;
+
+/// An event heard on the audio thread, sent to the worker. Times are on the monotonic listening
+/// clock (never jumps on loops or relocation): `time_s` in seconds since activation and `beats` in
+/// quarter notes integrated over the host tempo; `song_beats` is the host's song position.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ToWorker {
+    Note { on: bool, channel: u8, pitch: u8, velocity: u8, time_s: f64, beats: f64, song_beats: f64 },
+    Control { channel: u8, cc: u8, value: u8, time_s: f64 },
+    /// Sent when play state, tempo or meter change, or the song position jumps.
+    Transport { playing: bool, tempo_bpm: f64, sig_num: u8, sig_den: u8, song_beats: f64, time_s: f64 },
+    /// The host reset the plugin (or re-activated it): forget what was heard.
+    Reset,
+}
+
+/// What a scheduled output event does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScheduledKind {
+    NoteOn,
+    NoteOff,
+    Control,
+}
+
+/// A MIDI event the worker wants played at an exact sample of the listening clock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Scheduled {
+    pub at_sample: u64,
+    pub kind: ScheduledKind,
+    pub channel: u8,
+    /// Note number or controller number.
+    pub data1: u8,
+    /// Velocity or controller value.
+    pub data2: u8,
+}
+
+/// The worker's state as shown in the panel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum WorkerStatus {
+    Stopped = 0,
+    Loading = 1,
+    Ready = 2,
+    Error = 3,
+}
+
+impl WorkerStatus {
+    pub fn from_u8(v: u8) -> Self {
+        match v {
+            1 => Self::Loading,
+            2 => Self::Ready,
+            3 => Self::Error,
+            _ => Self::Stopped,
+        }
+    }
+}
+
+/// State shared by the audio thread, the worker and the panel.
+#[derive(Debug)]
+pub struct Shared {
+    // Written by the audio thread once per block; read by the worker.
+    /// Listening clock in samples since activation.
+    pub now_samples: AtomicU64,
+    /// Listening clock in seconds since activation.
+    pub now_s: AtomicF64,
+    /// Listening clock in quarter notes.
+    pub now_beats: AtomicF64,
+    /// Host song position in quarter notes (free-running when the host has no transport).
+    pub song_beats: AtomicF64,
+    pub tempo_bpm: AtomicF64,
+    pub sig_num: AtomicU32,
+    pub sig_den: AtomicU32,
+    pub playing: AtomicBool,
+    pub sample_rate_hz: AtomicF64,
+
+    // Written by the audio thread; read by the panel.
+    /// Events dropped because the audio → worker queue was full.
+    pub num_dropped_to_worker: AtomicU64,
+    /// Audio samples dropped because the audio queue was full.
+    pub num_dropped_audio_samples: AtomicU64,
+    /// Scheduled events dropped because the pending list was full.
+    pub num_dropped_pending: AtomicU64,
+    /// Scheduled note-ons that arrived after their sample and were not played.
+    pub num_late_dropped: AtomicU64,
+    /// Output events the host's buffer refused.
+    pub num_dropped_output: AtomicU64,
+
+    // Written by the worker; read by the audio thread (mood CC) and the panel.
+    /// Smoothed live valence in [-1, 1].
+    pub valence: AtomicF32,
+    /// Smoothed live arousal in [-1, 1].
+    pub arousal: AtomicF32,
+    /// How much the estimate has to go on, in [0, 1] (0: nothing heard yet).
+    pub confidence: AtomicF32,
+    /// Increments on every estimate the worker publishes.
+    pub num_estimates: AtomicU64,
+    /// Cost of the last estimator update in microseconds.
+    pub update_us: AtomicF32,
+    pub status: AtomicU8,
+    /// Per-bar estimates, newest at `trail_head - 1` (mod [`TRAIL_LEN`]).
+    pub trail_valence: [AtomicF32; TRAIL_LEN],
+    pub trail_arousal: [AtomicF32; TRAIL_LEN],
+    pub trail_head: AtomicU32,
+    pub trail_len: AtomicU32,
+
+    /// Human-readable status ("emotion model ready", or the reason it failed). Written by the
+    /// worker, read by the panel. The audio thread never touches it.
+    pub status_text: Mutex<String>,
+}
+
+impl Default for Shared {
+    fn default() -> Self {
+        Self {
+            now_samples: AtomicU64::new(0),
+            now_s: AtomicF64::new(0.0),
+            now_beats: AtomicF64::new(0.0),
+            song_beats: AtomicF64::new(0.0),
+            tempo_bpm: AtomicF64::new(120.0),
+            sig_num: AtomicU32::new(4),
+            sig_den: AtomicU32::new(4),
+            playing: AtomicBool::new(false),
+            sample_rate_hz: AtomicF64::new(48_000.0),
+            num_dropped_to_worker: AtomicU64::new(0),
+            num_dropped_audio_samples: AtomicU64::new(0),
+            num_dropped_pending: AtomicU64::new(0),
+            num_late_dropped: AtomicU64::new(0),
+            num_dropped_output: AtomicU64::new(0),
+            valence: AtomicF32::new(0.0),
+            arousal: AtomicF32::new(0.0),
+            confidence: AtomicF32::new(0.0),
+            num_estimates: AtomicU64::new(0),
+            update_us: AtomicF32::new(0.0),
+            status: AtomicU8::new(WorkerStatus::Stopped as u8),
+            trail_valence: std::array::from_fn(|_| AtomicF32::new(0.0)),
+            trail_arousal: std::array::from_fn(|_| AtomicF32::new(0.0)),
+            trail_head: AtomicU32::new(0),
+            trail_len: AtomicU32::new(0),
+            status_text: Mutex::new(String::from("not active")),
+        }
+    }
+}
+
+impl Shared {
+    pub fn status(&self) -> WorkerStatus {
+        WorkerStatus::from_u8(self.status.load(Ordering::Acquire))
+    }
+
+    /// Worker/GUI only: sets the status and its text.
+    pub fn set_status(&self, status: WorkerStatus, text: impl Into<String>) {
+        if let Ok(mut t) = self.status_text.lock() {
+            *t = text.into();
+        }
+        self.status.store(status as u8, Ordering::Release);
+    }
+
+    /// GUI/worker only: a copy of the status text.
+    pub fn status_text(&self) -> String {
+        self.status_text.lock().map(|t| t.clone()).unwrap_or_default()
+    }
+
+    /// Worker only: publishes a new smoothed estimate.
+    pub fn publish_estimate(&self, valence: f32, arousal: f32, confidence: f32) {
+        self.valence.store(valence, Ordering::Relaxed);
+        self.arousal.store(arousal, Ordering::Relaxed);
+        self.confidence.store(confidence, Ordering::Relaxed);
+        self.num_estimates.fetch_add(1, Ordering::Release);
+    }
+
+    /// Worker only: appends a per-bar estimate to the trail.
+    pub fn push_trail(&self, valence: f32, arousal: f32) {
+        let head = self.trail_head.load(Ordering::Relaxed) as usize % TRAIL_LEN;
+        self.trail_valence[head].store(valence, Ordering::Relaxed);
+        self.trail_arousal[head].store(arousal, Ordering::Relaxed);
+        self.trail_head.store(((head + 1) % TRAIL_LEN) as u32, Ordering::Release);
+        let len = self.trail_len.load(Ordering::Relaxed);
+        self.trail_len.store((len + 1).min(TRAIL_LEN as u32), Ordering::Release);
+    }
+
+    /// GUI only: the trail, oldest first.
+    pub fn trail(&self) -> Vec<(f32, f32)> {
+        let head = self.trail_head.load(Ordering::Acquire) as usize;
+        let len = self.trail_len.load(Ordering::Acquire) as usize;
+        (0..len)
+            .map(|i| {
+                let idx = (head + TRAIL_LEN - len + i) % TRAIL_LEN;
+                (self.trail_valence[idx].load(Ordering::Relaxed), self.trail_arousal[idx].load(Ordering::Relaxed))
+            })
+            .collect()
+    }
+}
+
+/// The three queue pairs' ends, created together at activation.
+pub struct AudioEnds {
+    pub to_worker: rtrb::Producer<ToWorker>,
+    pub audio: rtrb::Producer<f32>,
+    pub from_worker: rtrb::Consumer<Scheduled>,
+}
+
+pub struct WorkerEnds {
+    pub from_audio: rtrb::Consumer<ToWorker>,
+    pub audio: rtrb::Consumer<f32>,
+    pub to_audio: rtrb::Producer<Scheduled>,
+}
+
+/// Creates the queues with their fixed capacities. Allocates: call on activation, never in process().
+pub fn queues() -> (AudioEnds, WorkerEnds) {
+    let (to_worker, from_audio) = rtrb::RingBuffer::new(TO_WORKER_CAPACITY);
+    let (audio_p, audio_c) = rtrb::RingBuffer::new(AUDIO_QUEUE_CAPACITY_SAMPLES);
+    let (to_audio, from_worker) = rtrb::RingBuffer::new(FROM_WORKER_CAPACITY);
+    (
+        AudioEnds { to_worker, audio: audio_p, from_worker },
+        WorkerEnds { from_audio, audio: audio_c, to_audio },
+    )
+}

@@ -1,0 +1,138 @@
+//! The training exporter: per-bar features of the labelled VGMIDI pieces, written as CSV with a
+//! JSON sidecar naming the feature spec. `models/train` reads only this output, so the model is
+//! trained on exactly the features the plugin computes.
+//!
+//! Thread: command line
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use serde::Deserialize;
+
+use crate::features::{FEATURE_NAMES, FEATURE_SPEC_VERSION, features_for_bars};
+use crate::midifile::read_midi_file;
+
+#[derive(Debug, Deserialize)]
+struct LabelEntry {
+    midi: String,
+    valence: Vec<f32>,
+    arousal: Vec<f32>,
+    #[serde(default)]
+    valence_std: Vec<f32>,
+    #[serde(default)]
+    arousal_std: Vec<f32>,
+}
+
+/// What the export did.
+#[derive(Debug, Default)]
+pub struct ExportReport {
+    pub num_pieces: usize,
+    pub num_bars: usize,
+    /// Pieces with fewer bars in the MIDI file than rated measures (the extra ratings are dropped;
+    /// more bars than ratings is normal: trailing silence).
+    pub num_length_mismatches: usize,
+    /// Pieces whose ratings follow a 4/4 grid rather than the file's meter.
+    pub num_fixed_meter: usize,
+    pub skipped: Vec<String>,
+}
+
+/// Finds the data folder: `MOODFADER_DATA`, else `../shared/data` next to the workspace.
+pub fn data_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("MOODFADER_DATA").filter(|v| !v.is_empty()) {
+        return PathBuf::from(d);
+    }
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data")
+}
+
+/// Writes `out_csv` (and `out_csv.json`) with one row per rated bar of every labelled piece.
+pub fn export_vgmidi(data: &Path, out_csv: &Path) -> Result<ExportReport> {
+    let labelled = data.join("vgmidi/labelled");
+    let labels_path = labelled.join("labels.json");
+    let text = std::fs::read_to_string(&labels_path)
+        .with_context(|| format!("{}: cannot read VGMIDI labels (is the data set there?)", labels_path.display()))?;
+    let entries: Vec<LabelEntry> =
+        serde_json::from_str(&text).with_context(|| format!("{}: not valid labels", labels_path.display()))?;
+    if entries.is_empty() {
+        bail!("{}: no labelled pieces", labels_path.display());
+    }
+    let mut report = ExportReport::default();
+    let mut csv = String::new();
+    csv.push_str("piece,bar,start_s");
+    for name in FEATURE_NAMES {
+        csv.push_str(&format!(",f_{name}"));
+    }
+    csv.push_str(",valence,arousal,valence_std,arousal_std\n");
+    for e in &entries {
+        let path = labelled.join(&e.midi);
+        let piece = match read_midi_file(&path) {
+            Ok(p) => p,
+            Err(err) => {
+                report.skipped.push(format!("{err:#}"));
+                continue;
+            }
+        };
+        // VGMIDI counts measures in the file's meter for most pieces, but in 4/4 for a few with
+        // meter changes; use whichever grid matches the number of rated measures.
+        let mut bars = piece.bars.clone();
+        if bars.len() < e.valence.len() {
+            let four_four = piece.bars_in_fixed_meter(4, 4);
+            if four_four.len() >= e.valence.len() {
+                bars = four_four;
+                report.num_fixed_meter += 1;
+            } else {
+                report.num_length_mismatches += 1;
+            }
+        }
+        let feats = features_for_bars(&piece.notes, &bars);
+        let n = feats.len().min(e.valence.len()).min(e.arousal.len());
+        let id = e.midi.replace(',', ";");
+        for t in 0..n {
+            csv.push_str(&format!("{id},{t},{:.6}", bars[t].start_s));
+            for v in feats[t] {
+                csv.push_str(&format!(",{v:.6}"));
+            }
+            let std_at = |s: &Vec<f32>| s.get(t).copied().unwrap_or(0.0);
+            csv.push_str(&format!(
+                ",{:.6},{:.6},{:.6},{:.6}\n",
+                e.valence[t],
+                e.arousal[t],
+                std_at(&e.valence_std),
+                std_at(&e.arousal_std)
+            ));
+        }
+        report.num_pieces += 1;
+        report.num_bars += n;
+    }
+    let sidecar = serde_json::json!({
+        "feature_spec_version": FEATURE_SPEC_VERSION,
+        "features": FEATURE_NAMES,
+        "source": "VGMIDI labelled",
+        "num_pieces": report.num_pieces,
+        "num_bars": report.num_bars,
+    });
+    write_atomically(out_csv, csv.as_bytes())?;
+    let mut side = out_csv.as_os_str().to_owned();
+    side.push(".json");
+    write_atomically(Path::new(&side), serde_json::to_string_pretty(&sidecar)?.as_bytes())?;
+    Ok(report)
+}
+
+/// Writes through a temporary file in the same folder, then renames: never a half-written file.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).with_context(|| format!("{}: cannot create folder", dir.display()))?;
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let result = (|| -> Result<()> {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result.with_context(|| format!("{}: cannot write", path.display()))
+}

@@ -1,0 +1,230 @@
+//! Per-bar musical features: the single source of truth for what the emotion model sees. The
+//! offline analyser, the training exporter and the live worker all call [`bar_features`] and
+//! [`context_vector`], so training and the plugin cannot drift apart.
+//!
+//! Thread: any (allocation-free; the live worker calls it ≥ 10 times a second)
+
+use crate::keyfind::find_key;
+use crate::notes::{BarWindow, Note};
+
+/// Bumped whenever a feature's definition, order or count changes. Models record the version they
+/// were trained on and the loader refuses a mismatch.
+pub const FEATURE_SPEC_VERSION: u32 = 1;
+
+pub const NUM_FEATURES: usize = 14;
+
+/// Feature names, in the order of the feature vector.
+pub const FEATURE_NAMES: [&str; NUM_FEATURES] = [
+    "note_density",   // note onsets per second
+    "rhythm_density", // fraction of the bar's 16th-note slots that hold an onset
+    "velocity",       // mean velocity / 127
+    "velocity_std",   // spread of velocity / 127
+    "pitch_mean",     // mean MIDI pitch
+    "pitch_range",    // highest minus lowest pitch, semitones
+    "mode",           // major minus minor key-profile correlation over the key window
+    "key_clarity",    // correlation of the best key over the key window
+    "articulation",   // mean of duration / inter-onset interval, clamped to [0, 2]
+    "dur_mean_beats", // mean note duration in quarter notes, clamped to 8
+    "polyphony",      // mean number of sounding notes while anything sounds
+    "dissonance",     // fraction of dissonant intervals among notes sounding together at onsets
+    "tempo_bpm",      // quarter notes per minute
+    "silent",         // 1 when the bar has no pitched note onset
+];
+
+/// Number of bars (this one included) whose pitch classes decide the key.
+pub const KEY_WINDOW_BARS: usize = 4;
+
+/// Number of bars in the context vector's mean (this one and the three before).
+pub const CONTEXT_MEAN_BARS: usize = 4;
+
+/// Length of the model input built by [`context_vector`].
+pub const CONTEXT_LEN: usize = 3 * NUM_FEATURES;
+
+pub type Features = [f32; NUM_FEATURES];
+
+/// Most notes sounding together that [`bar_features`] tracks for dissonance; more are ignored.
+const MAX_CHORD_NOTES: usize = 16;
+
+/// Duration-weighted histogram of the pitch classes sounding inside `w` (drums ignored).
+pub fn pitch_class_hist(notes: &[Note], w: &BarWindow) -> [f32; 12] {
+    let mut hist = [0.0f32; 12];
+    for n in notes.iter().filter(|n| !n.is_drum()) {
+        let overlap = n.end_s().min(w.end_s) - n.onset_s.max(w.start_s);
+        if overlap > 0.0 {
+            hist[(n.pitch % 12) as usize] += overlap as f32;
+        }
+    }
+    hist
+}
+
+fn is_dissonant(interval: u8) -> bool {
+    matches!(interval % 12, 1 | 2 | 6 | 10 | 11)
+}
+
+/// Features of the notes whose onsets fall in `w`. `key_hist` is the pitch-class histogram over
+/// the key window (this bar and the [`KEY_WINDOW_BARS`]` - 1` before it). `notes` must be sorted
+/// by onset; it may hold notes outside the window. Never returns NaN or infinity.
+pub fn bar_features(notes: &[Note], w: &BarWindow, key_hist: &[f32; 12]) -> Features {
+    let mut f = [0.0f32; NUM_FEATURES];
+    let tempo_bpm = if w.tempo_bpm.is_finite() { w.tempo_bpm.clamp(10.0, 1000.0) } else { 120.0 };
+    f[12] = tempo_bpm as f32;
+
+    let first = notes.partition_point(|n| n.onset_s < w.start_s);
+    let in_bar = |n: &&Note| n.onset_s < w.end_s && !n.is_drum();
+    let num_notes = notes[first..].iter().take_while(|n| n.onset_s < w.end_s).filter(|n| !n.is_drum()).count();
+    if num_notes == 0 {
+        f[13] = 1.0;
+        let key = find_key(key_hist);
+        f[6] = key.mode;
+        f[7] = key.clarity;
+        return f;
+    }
+    let count = num_notes as f32;
+    let bar_notes = || notes[first..].iter().take_while(|n| n.onset_s < w.end_s).filter(|n| !n.is_drum());
+    let _ = in_bar;
+
+    // Density.
+    f[0] = (count as f64 / w.dur_s()) as f32;
+    let num_slots = ((w.len_beats * 4.0).round() as i64).clamp(1, 256);
+    let mut slot_bits = [0u64; 4];
+    for n in bar_notes() {
+        let slot = (((n.onset_beats - w.start_beats) * 4.0 + 1e-6).floor() as i64).clamp(0, num_slots - 1);
+        slot_bits[(slot / 64) as usize] |= 1 << (slot % 64);
+    }
+    let filled: u32 = slot_bits.iter().map(|b| b.count_ones()).sum();
+    f[1] = filled as f32 / num_slots as f32;
+
+    // Dynamics.
+    let vel_mean = bar_notes().map(|n| n.velocity as f32).sum::<f32>() / count;
+    let vel_var = bar_notes().map(|n| (n.velocity as f32 - vel_mean).powi(2)).sum::<f32>() / count;
+    f[2] = vel_mean / 127.0;
+    f[3] = vel_var.sqrt() / 127.0;
+
+    // Register.
+    let (mut lo, mut hi, mut sum) = (127u8, 0u8, 0.0f32);
+    for n in bar_notes() {
+        lo = lo.min(n.pitch);
+        hi = hi.max(n.pitch);
+        sum += n.pitch as f32;
+    }
+    f[4] = sum / count;
+    f[5] = (hi - lo) as f32;
+
+    // Key.
+    let key = find_key(key_hist);
+    f[6] = key.mode;
+    f[7] = key.clarity;
+
+    // Articulation: how much of the gap to the next onset a note fills.
+    let mut artic_sum = 0.0f32;
+    let mut dur_sum = 0.0f32;
+    let bar_slice = &notes[first..];
+    for (i, n) in bar_slice.iter().enumerate() {
+        if n.onset_s >= w.end_s {
+            break;
+        }
+        if n.is_drum() {
+            continue;
+        }
+        let next_onset = bar_slice[i + 1..]
+            .iter()
+            .find(|m| !m.is_drum() && m.onset_s > n.onset_s + 1e-4)
+            .map(|m| m.onset_s)
+            .unwrap_or(w.end_s.max(n.onset_s + 1e-3));
+        let ioi = (next_onset - n.onset_s).max(1e-3);
+        artic_sum += ((n.dur_s / ioi) as f32).clamp(0.0, 2.0);
+        dur_sum += (n.dur_beats as f32).clamp(0.0, 8.0);
+    }
+    f[8] = artic_sum / count;
+    f[9] = dur_sum / count;
+
+    // Polyphony: sounding-note time over time where anything sounds, within the window.
+    let mut sounding_s = 0.0f64;
+    let mut covered_s = 0.0f64;
+    let mut cover_end = w.start_s;
+    // Notes that started before the window but still sound count for polyphony too.
+    for n in notes[..first].iter().rev().take(64).chain(notes[first..].iter().take_while(|n| n.onset_s < w.end_s)) {
+        if n.is_drum() {
+            continue;
+        }
+        let s = n.onset_s.max(w.start_s);
+        let e = n.end_s().min(w.end_s);
+        if e > s {
+            sounding_s += e - s;
+        }
+    }
+    for n in bar_notes() {
+        let s = n.onset_s.max(cover_end);
+        let e = n.end_s().min(w.end_s);
+        if e > s {
+            covered_s += e - s;
+            cover_end = e;
+        }
+    }
+    f[10] = if covered_s > 1e-6 { (sounding_s / covered_s).clamp(0.0, 16.0) as f32 } else { 1.0 };
+
+    // Dissonance among notes sounding at each onset.
+    let (mut pairs, mut dissonant) = (0u32, 0u32);
+    let look_back = first.saturating_sub(64);
+    for n in bar_notes() {
+        let mut chord = [0u8; MAX_CHORD_NOTES];
+        let mut num_chord = 0;
+        for m in notes[look_back..].iter().take_while(|m| m.onset_s <= n.onset_s + 1e-4) {
+            if !m.is_drum() && m.end_s() > n.onset_s + 1e-4 && num_chord < MAX_CHORD_NOTES {
+                chord[num_chord] = m.pitch;
+                num_chord += 1;
+            }
+        }
+        for a in 0..num_chord {
+            for b in a + 1..num_chord {
+                let iv = chord[a].abs_diff(chord[b]);
+                if iv == 0 {
+                    continue;
+                }
+                pairs += 1;
+                dissonant += is_dissonant(iv) as u32;
+            }
+        }
+    }
+    f[11] = if pairs > 0 { dissonant as f32 / pairs as f32 } else { 0.0 };
+
+    for v in f.iter_mut() {
+        if !v.is_finite() {
+            *v = 0.0;
+        }
+    }
+    f
+}
+
+/// Features for every bar of a sorted note list, with the key window applied.
+pub fn features_for_bars(notes: &[Note], bars: &[BarWindow]) -> Vec<Features> {
+    let hists: Vec<[f32; 12]> = bars.iter().map(|w| pitch_class_hist(notes, w)).collect();
+    bars.iter()
+        .enumerate()
+        .map(|(t, w)| {
+            let mut key_hist = [0.0f32; 12];
+            for h in &hists[t.saturating_sub(KEY_WINDOW_BARS - 1)..=t] {
+                for pc in 0..12 {
+                    key_hist[pc] += h[pc];
+                }
+            }
+            bar_features(notes, w, &key_hist)
+        })
+        .collect()
+}
+
+/// The model input for bar `t`: `[f(t), f(t-1), mean(f(t-3..=t))]`, where a bar before the first
+/// one is replaced by bar `t` itself. Training (models/train) builds the identical vector from the
+/// exported per-bar features.
+pub fn context_vector(feats: &[Features], t: usize) -> [f32; CONTEXT_LEN] {
+    let mut out = [0.0f32; CONTEXT_LEN];
+    let prev = |k: usize| if t >= k { &feats[t - k] } else { &feats[t] };
+    out[..NUM_FEATURES].copy_from_slice(&feats[t]);
+    out[NUM_FEATURES..2 * NUM_FEATURES].copy_from_slice(prev(1));
+    for k in 0..CONTEXT_MEAN_BARS {
+        for (i, v) in prev(k).iter().enumerate() {
+            out[2 * NUM_FEATURES + i] += v / CONTEXT_MEAN_BARS as f32;
+        }
+    }
+    out
+}

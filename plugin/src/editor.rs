@@ -1,0 +1,269 @@
+//! The panel: a valence/arousal pad (Russell circumplex) with the live estimate, its trail and a
+//! draggable target; the attribute faders; continuation controls; and a status line.
+//!
+//! Thread: gui. Reads the estimate and status from [`Shared`]; writes parameters only through
+//! nice-plug's `ParamSetter` with begin/set/end gestures, so hosts record automation.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use moodfader_engine::{Attribute, Shared, WorkerStatus};
+use nice_plug::context::gui::GuiContext;
+use nice_plug::prelude::*;
+use egui::{self, Align2, Color32, FontId, Pos2, Rect, Sense, Stroke, Vec2};
+use nice_plug_egui::{EguiEditor, EguiNiceSettings, NiceEguiApp, RepaintNotifier, create_egui_editor};
+
+use crate::params::{MoodfaderParams, TriggerMode};
+
+/// One palette for the whole panel.
+mod palette {
+    use super::Color32;
+    pub const BG: Color32 = Color32::from_rgb(0x16, 0x18, 0x1d);
+    pub const PANEL: Color32 = Color32::from_rgb(0x20, 0x23, 0x2a);
+    pub const GRID: Color32 = Color32::from_rgb(0x34, 0x38, 0x42);
+    pub const TEXT: Color32 = Color32::from_rgb(0xdc, 0xde, 0xe3);
+    pub const MUTED: Color32 = Color32::from_rgb(0x7d, 0x83, 0x90);
+    pub const ESTIMATE: Color32 = Color32::from_rgb(0x4f, 0xd1, 0xc5);
+    pub const TARGET: Color32 = Color32::from_rgb(0xf2, 0xa6, 0x3b);
+    pub const AUTO: Color32 = Color32::from_rgb(0x6d, 0x8c, 0xf2);
+    pub const ERROR: Color32 = Color32::from_rgb(0xf2, 0x6d, 0x6d);
+}
+
+/// Quadrant names of the circumplex, clockwise from top right.
+pub const QUADRANTS: [(&str, f32, f32); 4] =
+    [("excited", 1.0, 1.0), ("calm", 1.0, -1.0), ("sad", -1.0, -1.0), ("tense", -1.0, 1.0)];
+
+/// Maps valence/arousal in [-1, 1]² to a point of the pad rectangle (arousal up).
+pub fn va_to_pad(rect: Rect, valence: f32, arousal: f32) -> Pos2 {
+    let v = valence.clamp(-1.0, 1.0);
+    let a = arousal.clamp(-1.0, 1.0);
+    Pos2::new(rect.center().x + v * rect.width() * 0.5, rect.center().y - a * rect.height() * 0.5)
+}
+
+/// The inverse of [`va_to_pad`], clamped to the pad.
+pub fn pad_to_va(rect: Rect, pos: Pos2) -> (f32, f32) {
+    let v = (pos.x - rect.center().x) / (rect.width() * 0.5);
+    let a = (rect.center().y - pos.y) / (rect.height() * 0.5);
+    (v.clamp(-1.0, 1.0), a.clamp(-1.0, 1.0))
+}
+
+pub struct App {
+    params: Arc<MoodfaderParams>,
+    shared: Arc<Shared>,
+    gui: Option<GuiContext>,
+}
+
+pub fn create(params: Arc<MoodfaderParams>, shared: Arc<Shared>) -> Option<EguiEditor<App>> {
+    let settings = EguiNiceSettings {
+        title: "Moodfader".into(),
+        resize_hint: ResizeHint { can_resize: true, ..ResizeHint::NON_RESIZABLE },
+        ..Default::default()
+    };
+    let state = params.editor_state.clone();
+    create_egui_editor(state, RepaintNotifier::new(), settings, App { params, shared, gui: None })
+}
+
+impl NiceEguiApp for App {
+    fn build(
+        &mut self,
+        egui_ctx: egui::Context,
+        nice_gui_ctx: GuiContext,
+        _frame: &mut nice_plug_egui::Frame,
+    ) -> Result<(), nice_plug_egui::baseview::HandlerError> {
+        let mut style = (*egui_ctx.global_style()).clone();
+        style.visuals = egui::Visuals::dark();
+        style.visuals.panel_fill = palette::BG;
+        style.visuals.override_text_color = Some(palette::TEXT);
+        egui_ctx.set_global_style(style);
+        self.gui = Some(nice_gui_ctx);
+        Ok(())
+    }
+
+    fn ui(&mut self, ui: &mut egui::Ui, _frame: &mut nice_plug_egui::Frame) {
+        let Some(gui) = self.gui.as_ref() else { return };
+        let setter = gui.param_setter();
+        ui.ctx().request_repaint_after(Duration::from_millis(33));
+        let full = ui.max_rect();
+        ui.painter().rect_filled(full, 0.0, palette::BG);
+        ui.horizontal(|ui| {
+            ui.label(egui::RichText::new("MOODFADER").font(FontId::proportional(18.0)).color(palette::TEXT));
+            ui.label(egui::RichText::new("hear the mood · steer the continuation").color(palette::MUTED));
+        });
+        ui.add_space(6.0);
+        ui.horizontal_top(|ui| {
+            pad(ui, &self.params, &self.shared, &setter);
+            ui.add_space(12.0);
+            ui.vertical(|ui| {
+                faders(ui, &self.params, &setter);
+                ui.add_space(10.0);
+                continuation_controls(ui, &self.params, &setter);
+            });
+        });
+        ui.add_space(6.0);
+        status_line(ui, &self.shared);
+    }
+}
+
+fn pad(ui: &mut egui::Ui, params: &MoodfaderParams, shared: &Shared, setter: &ParamSetter) {
+    let side = (ui.available_height() - 40.0).clamp(220.0, 420.0);
+    let (rect, response) = ui.allocate_exact_size(Vec2::splat(side), Sense::click_and_drag());
+    let painter = ui.painter_at(rect);
+    painter.rect_filled(rect, 6.0, palette::PANEL);
+    painter.line_segment([Pos2::new(rect.center().x, rect.top()), Pos2::new(rect.center().x, rect.bottom())], Stroke::new(1.0, palette::GRID));
+    painter.line_segment([Pos2::new(rect.left(), rect.center().y), Pos2::new(rect.right(), rect.center().y)], Stroke::new(1.0, palette::GRID));
+    painter.circle_stroke(rect.center(), side * 0.5 - 2.0, Stroke::new(1.0, palette::GRID));
+    for (name, v, a) in QUADRANTS {
+        let p = va_to_pad(rect.shrink(side * 0.12), v * 0.8, a * 0.9);
+        painter.text(p, Align2::CENTER_CENTER, name, FontId::proportional(13.0), palette::MUTED);
+    }
+    painter.text(Pos2::new(rect.right() - 4.0, rect.center().y - 4.0), Align2::RIGHT_BOTTOM, "valence +", FontId::proportional(10.0), palette::MUTED);
+    painter.text(Pos2::new(rect.center().x + 4.0, rect.top() + 4.0), Align2::LEFT_TOP, "arousal +", FontId::proportional(10.0), palette::MUTED);
+
+    // Trail of per-bar estimates, fading with age.
+    let trail = shared.trail();
+    let n = trail.len();
+    for (i, &(v, a)) in trail.iter().enumerate() {
+        let alpha = ((i + 1) as f32 / n.max(1) as f32 * 160.0) as u8;
+        painter.circle_filled(va_to_pad(rect, v, a), 3.0, Color32::from_rgba_unmultiplied(0x4f, 0xd1, 0xc5, alpha));
+    }
+    // Live estimate with its spread: a wide ring when the model has little to go on.
+    if shared.num_estimates.load(Ordering::Acquire) > 0 {
+        let v = shared.valence.load(Ordering::Relaxed);
+        let a = shared.arousal.load(Ordering::Relaxed);
+        let conf = shared.confidence.load(Ordering::Relaxed).clamp(0.0, 1.0);
+        let p = va_to_pad(rect, v, a);
+        painter.circle_stroke(p, 8.0 + (1.0 - conf) * side * 0.15, Stroke::new(1.0, palette::ESTIMATE.gamma_multiply(0.6)));
+        painter.circle_filled(p, 7.0, palette::ESTIMATE);
+    }
+    // The target, dragged with a begin/set/end gesture on both target parameters.
+    let target = va_to_pad(rect, params.target_valence.value(), params.target_arousal.value());
+    if response.drag_started() || response.clicked() {
+        setter.begin_set_parameter(&params.target_valence);
+        setter.begin_set_parameter(&params.target_arousal);
+    }
+    if let Some(pos) = response.interact_pointer_pos().filter(|_| response.dragged() || response.clicked() || response.drag_started()) {
+        let (v, a) = pad_to_va(rect, pos);
+        setter.set_parameter(&params.target_valence, v);
+        setter.set_parameter(&params.target_arousal, a);
+    }
+    if response.drag_stopped() || response.clicked() {
+        setter.end_set_parameter(&params.target_valence);
+        setter.end_set_parameter(&params.target_arousal);
+    }
+    painter.circle_stroke(target, 9.0, Stroke::new(2.0, palette::TARGET));
+    painter.text(target + Vec2::new(12.0, -10.0), Align2::LEFT_BOTTOM, "target", FontId::proportional(10.0), palette::TARGET);
+}
+
+fn faders(ui: &mut egui::Ui, params: &MoodfaderParams, setter: &ParamSetter) {
+    ui.label(egui::RichText::new("Attributes").color(palette::MUTED));
+    ui.horizontal(|ui| {
+        for a in Attribute::ALL {
+            let p = params.attributes.get(a);
+            ui.vertical(|ui| {
+                ui.set_width(36.0);
+                let (rect, resp) = ui.allocate_exact_size(Vec2::new(28.0, 150.0), Sense::click_and_drag());
+                let painter = ui.painter_at(rect);
+                let auto = p.auto.value();
+                painter.rect_filled(rect, 4.0, palette::PANEL);
+                let value = p.value.value();
+                let y = rect.bottom() - value * rect.height();
+                let fill = Rect::from_min_max(Pos2::new(rect.left() + 10.0, y), Pos2::new(rect.right() - 10.0, rect.bottom()));
+                painter.rect_filled(fill, 2.0, if auto { palette::AUTO.gamma_multiply(0.5) } else { palette::TARGET });
+                painter.line_segment([Pos2::new(rect.left() + 2.0, y), Pos2::new(rect.right() - 2.0, y)], Stroke::new(2.0, palette::TEXT));
+                if resp.drag_started() {
+                    setter.begin_set_parameter(&p.value);
+                    if auto {
+                        // Grabbing a fader takes it off auto, like touching a motor fader.
+                        setter.begin_set_parameter(&p.auto);
+                        setter.set_parameter(&p.auto, false);
+                        setter.end_set_parameter(&p.auto);
+                    }
+                }
+                if resp.dragged() {
+                    if let Some(pos) = resp.interact_pointer_pos() {
+                        let v = ((rect.bottom() - pos.y) / rect.height()).clamp(0.0, 1.0);
+                        setter.set_parameter(&p.value, v);
+                    }
+                }
+                if resp.drag_stopped() {
+                    setter.end_set_parameter(&p.value);
+                }
+                ui.label(egui::RichText::new(a.label()).size(10.0));
+                let text = if auto { "auto" } else { "manual" };
+                if ui.small_button(egui::RichText::new(text).color(if auto { palette::AUTO } else { palette::MUTED })).clicked() {
+                    setter.begin_set_parameter(&p.auto);
+                    setter.set_parameter(&p.auto, !auto);
+                    setter.end_set_parameter(&p.auto);
+                }
+            });
+        }
+    });
+}
+
+fn continuation_controls(ui: &mut egui::Ui, params: &MoodfaderParams, setter: &ParamSetter) {
+    ui.label(egui::RichText::new("Continuation — generator not built yet; settings are saved").color(palette::MUTED));
+    ui.add_enabled_ui(false, |ui| {
+        ui.horizontal(|ui| {
+            ui.label(format!("{}: {}", params.continuation.name(), params.continuation));
+            ui.label(format!("Trigger: {}", match params.trigger.value() {
+                TriggerMode::OnDemand => "on demand",
+                TriggerMode::Follow => "follow",
+                TriggerMode::CallResponse => "call and response",
+            }));
+            ui.label(format!("Bars: {}", params.bars.value()));
+            ui.label(format!("Temp: {:.2}", params.temperature.value()));
+            ui.label(format!("Seed: {}", params.seed.value()));
+        });
+    });
+    ui.horizontal(|ui| {
+        ui.label("Steer");
+        ui.add(nice_plug_egui::widgets::ParamSlider::for_param(&params.steer, setter).with_width(120.0));
+        ui.label("Out ch");
+        ui.add(nice_plug_egui::widgets::ParamSlider::for_param(&params.out_channel, setter).with_width(60.0));
+    });
+    ui.horizontal(|ui| {
+        toggle(ui, setter, &params.thru);
+        toggle(ui, setter, &params.mood_cc);
+        ui.add_enabled_ui(false, |ui| {
+            ui.label(format!("Input: {} (audio: not built yet)", params.input_source));
+            ui.label(format!("Preview voice: {} (not built yet)", params.preview));
+        });
+    });
+}
+
+fn toggle(ui: &mut egui::Ui, setter: &ParamSetter, p: &BoolParam) {
+    let on = p.value();
+    let text = format!("{} {}", if on { "●" } else { "○" }, p.name());
+    if ui.selectable_label(on, text).clicked() {
+        setter.begin_set_parameter(p);
+        setter.set_parameter(p, !on);
+        setter.end_set_parameter(p);
+    }
+}
+
+fn status_line(ui: &mut egui::Ui, shared: &Shared) {
+    let status = shared.status();
+    let color = match status {
+        WorkerStatus::Ready => palette::ESTIMATE,
+        WorkerStatus::Error => palette::ERROR,
+        _ => palette::MUTED,
+    };
+    let dropped = shared.num_dropped_to_worker.load(Ordering::Relaxed)
+        + shared.num_dropped_pending.load(Ordering::Relaxed)
+        + shared.num_dropped_output.load(Ordering::Relaxed);
+    let audio_dropped = shared.num_dropped_audio_samples.load(Ordering::Relaxed);
+    ui.horizontal(|ui| {
+        ui.label(egui::RichText::new(shared.status_text()).color(color));
+    });
+    ui.label(
+        egui::RichText::new(format!(
+            "V {:+.2}  A {:+.2}  confidence {:.0}%  ·  update {:.0} µs  ·  dropped events {dropped}, audio samples {audio_dropped}",
+            shared.valence.load(Ordering::Relaxed),
+            shared.arousal.load(Ordering::Relaxed),
+            shared.confidence.load(Ordering::Relaxed) * 100.0,
+            shared.update_us.load(Ordering::Relaxed),
+        ))
+        .color(palette::MUTED),
+    );
+}

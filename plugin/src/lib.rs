@@ -1,0 +1,245 @@
+//! Moodfader, the plugin: hears MIDI (and later audio) on its track, shows the mood it hears, and
+//! (later) plays a continuation steered by faders. This file holds the nice-plug glue; the work is
+//! done by `moodfader-engine`, which knows nothing of the host.
+//!
+//! Thread: audio for `process()`; host main thread for the lifecycle calls.
+
+use std::sync::Arc;
+
+use moodfader_engine::audio_side::{AudioSide, OutEvent, TransportInfo};
+use moodfader_engine::bridge::{self, Shared};
+use moodfader_engine::runtime::EmbeddedRuntime;
+use moodfader_engine::worker::{Worker, WorkerConfig};
+use nice_plug::midi::{Channel, Key, VoiceID};
+use nice_plug::prelude::*;
+
+pub mod editor;
+pub mod params;
+
+use params::{InputSource, MoodfaderParams};
+
+/// Output events one block can hold besides the heard ones passed through (scheduled notes and
+/// mood CCs). More in one block are dropped and counted.
+const MAX_OUT_EVENTS_PER_BLOCK: usize = 1024;
+
+#[cfg(feature = "embed-runtime")]
+static EMBEDDED_ORT_LIB: &[u8] = include_bytes!(concat!(env!("MOODFADER_PAYLOAD_DIR"), "/libonnxruntime.so.1.31.1"));
+
+/// The ONNX Runtime library carried by this binary, if it was bundled with one.
+pub fn embedded_runtime() -> Option<EmbeddedRuntime> {
+    #[cfg(feature = "embed-runtime")]
+    return Some(EmbeddedRuntime { lib: EMBEDDED_ORT_LIB });
+    #[cfg(not(feature = "embed-runtime"))]
+    None
+}
+
+pub struct Moodfader {
+    params: Arc<MoodfaderParams>,
+    /// Transport clock and drop counters (written by the audio thread), the estimate and status
+    /// (written by the worker); read by the worker, the audio thread and the panel.
+    shared: Arc<Shared>,
+    /// The audio thread's side of the queues; created on activation.
+    audio: Option<Box<AudioSide>>,
+    /// The worker thread; started on activation, stopped on deactivation and drop.
+    worker: Option<Worker>,
+    /// Scheduled output events of the current block, merged in time order with the thru events.
+    /// Preallocated; never grows in `process()`.
+    out_events: Vec<(u32, OutEvent)>,
+    was_playing: bool,
+}
+
+impl Default for Moodfader {
+    fn default() -> Self {
+        // Instantiation stays cheap (host scans): no model, no runtime, no thread.
+        Self {
+            params: Arc::new(MoodfaderParams::default()),
+            shared: Arc::new(Shared::default()),
+            audio: None,
+            worker: None,
+            out_events: Vec::new(),
+            was_playing: false,
+        }
+    }
+}
+
+impl Plugin for Moodfader {
+    const NAME: &'static str = "Moodfader";
+    const VENDOR: &'static str = "Moodfader";
+    const URL: &'static str = "https://moodfader.invalid";
+    const EMAIL: &'static str = "dev@moodfader.invalid";
+    const VERSION: &'static str = env!("CARGO_PKG_VERSION");
+
+    const AUDIO_IO_LAYOUTS: &'static [AudioIOLayout] = &[AudioIOLayout {
+        main_input_channels: NonZeroU32::new(2),
+        main_output_channels: NonZeroU32::new(2),
+        ..AudioIOLayout::const_default()
+    }];
+    const MIDI_INPUT: MidiConfig = MidiConfig::MidiCCs;
+    const MIDI_OUTPUT: MidiConfig = MidiConfig::MidiCCs;
+    const SAMPLE_ACCURATE_AUTOMATION: bool = false;
+    const INPUT_EVENT_CAPACITY: usize = 4096;
+
+    type SysExMessage = ();
+    type BackgroundTask = ();
+    type Editor = nice_plug_egui::EguiEditor<editor::App>;
+
+    fn params(&self) -> Arc<dyn Params> {
+        self.params.clone()
+    }
+
+    fn editor(&mut self, _async_executor: AsyncExecutor<Self>) -> Option<Self::Editor> {
+        editor::create(self.params.clone(), self.shared.clone())
+    }
+
+    fn activate(
+        &mut self,
+        _audio_io_layout: &AudioIOLayout,
+        buffer_config: &BufferConfig,
+        _context: &mut impl ActivateContext<Self>,
+    ) -> bool {
+        // Stop a previous worker first (activate may be called again without deactivate).
+        if let Some(mut w) = self.worker.take() {
+            w.stop();
+        }
+        let (audio_ends, worker_ends) = bridge::queues();
+        self.audio = Some(AudioSide::new(audio_ends, self.shared.clone(), buffer_config.sample_rate as f64));
+        self.out_events = Vec::with_capacity(MAX_OUT_EVENTS_PER_BLOCK);
+        let config = WorkerConfig { embedded_runtime: embedded_runtime() };
+        match Worker::spawn(config, self.shared.clone(), worker_ends) {
+            Ok(w) => self.worker = Some(w),
+            Err(e) => self.shared.set_status(
+                moodfader_engine::WorkerStatus::Error,
+                format!("worker thread cannot start: {e}; audio and MIDI pass through"),
+            ),
+        }
+        true
+    }
+
+    fn reset(&mut self) {
+        if let Some(a) = self.audio.as_deref_mut() {
+            a.reset();
+        }
+    }
+
+    fn deactivate(&mut self) {
+        if let Some(mut w) = self.worker.take() {
+            w.stop();
+        }
+        self.audio = None;
+    }
+
+    fn process(
+        &mut self,
+        buffer: &mut Buffer,
+        _aux: &mut AuxiliaryBuffers,
+        context: &mut impl ProcessContext<Self>,
+    ) -> ProcessStatus {
+        // Audio passes through untouched: the host already copied input to output.
+        let Some(audio) = self.audio.as_deref_mut() else {
+            return ProcessStatus::Normal;
+        };
+        let num_samples = buffer.samples() as u32;
+        let t = context.transport();
+        let info = TransportInfo {
+            playing: t.playing,
+            tempo_bpm: t.tempo,
+            sig_num: t.time_sig_numerator.and_then(|n| u32::try_from(n).ok()),
+            sig_den: t.time_sig_denominator.and_then(|d| u32::try_from(d).ok()),
+            pos_beats: t.pos_beats(),
+        };
+        audio.begin_block(&info, num_samples);
+
+        let out = &mut self.out_events;
+        out.clear();
+        let mut push = |timing: u32, ev: OutEvent| {
+            if out.len() < out.capacity() {
+                out.push((timing, ev));
+            }
+        };
+        if self.was_playing && !info.playing {
+            audio.all_notes_off(&mut push);
+        }
+        self.was_playing = info.playing;
+        let mood_channel = self.params.mood_cc.value().then(|| (self.params.out_channel.value() - 1).clamp(0, 15) as u8);
+        audio.due_events(mood_channel, &mut push);
+
+        let thru = self.params.thru.value();
+        let mut next_out = 0usize;
+        while let Some(ev) = context.next_event() {
+            let timing = ev.timing();
+            // Scheduled events due before this one go out first, keeping the output sorted.
+            while next_out < self.out_events.len() && self.out_events[next_out].0 <= timing {
+                send_out(context, &self.shared, self.out_events[next_out]);
+                next_out += 1;
+            }
+            match ev {
+                NoteEvent::NoteOn { timing, channel, key, velocity, .. } => {
+                    let vel = (velocity.clamp(0.0, 1.0) * 127.0).round() as u8;
+                    audio.note(timing, vel > 0, channel.number().unwrap_or(0), key.number_or_middle_c(), vel);
+                }
+                NoteEvent::NoteOff { timing, channel, key, .. } => {
+                    audio.note(timing, false, channel.number().unwrap_or(0), key.number_or_middle_c(), 0);
+                }
+                NoteEvent::MidiCC { timing, channel, cc, value } => {
+                    audio.control(timing, channel, cc, (value.clamp(0.0, 1.0) * 127.0).round() as u8);
+                }
+                _ => {}
+            }
+            if thru && context.try_send_event(ev).is_err() {
+                self.shared.num_dropped_output.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+        while next_out < self.out_events.len() {
+            send_out(context, &self.shared, self.out_events[next_out]);
+            next_out += 1;
+        }
+
+        if self.params.input_source.value() != InputSource::Midi {
+            audio.push_audio(buffer.as_slice_immutable());
+        }
+        audio.end_block();
+        ProcessStatus::Normal
+    }
+}
+
+fn send_out(context: &mut impl ProcessContext<Moodfader>, shared: &Shared, (timing, ev): (u32, OutEvent)) {
+    let event = match ev {
+        OutEvent::NoteOn { channel, pitch, velocity } => NoteEvent::NoteOn {
+            timing,
+            voice_id: VoiceID::Wildcard,
+            channel: Channel::Number(channel),
+            key: Key::Number(pitch),
+            velocity: velocity as f32 / 127.0,
+        },
+        OutEvent::NoteOff { channel, pitch } => NoteEvent::NoteOff {
+            timing,
+            voice_id: VoiceID::Wildcard,
+            channel: Channel::Number(channel),
+            key: Key::Number(pitch),
+            velocity: 0.0,
+        },
+        OutEvent::Control { channel, cc, value } => NoteEvent::MidiCC { timing, channel, cc, value: value as f32 / 127.0 },
+    };
+    if context.try_send_event(event).is_err() {
+        shared.num_dropped_output.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl ClapPlugin for Moodfader {
+    const CLAP_ID: &'static str = "com.moodfader.moodfader";
+    const CLAP_DESCRIPTION: Option<&'static str> =
+        Some("Hears the mood of your track and plays a continuation whose mood you steer");
+    const CLAP_MANUAL_URL: Option<&'static str> = None;
+    const CLAP_SUPPORT_URL: Option<&'static str> = None;
+    const CLAP_FEATURES: &'static [ClapFeature] =
+        &[ClapFeature::NoteEffect, ClapFeature::Utility, ClapFeature::Analyzer, ClapFeature::Stereo];
+}
+
+impl Vst3Plugin for Moodfader {
+    const VST3_CLASS_ID: [u8; 16] = *b"MoodfaderMoodFX1";
+    const VST3_SUBCATEGORIES: &'static [Vst3SubCategory] =
+        &[Vst3SubCategory::Fx, Vst3SubCategory::Analyzer, Vst3SubCategory::Tools];
+}
+
+nice_export_clap!(Moodfader);
+nice_export_vst3!(Moodfader);

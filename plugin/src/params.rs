@@ -1,0 +1,205 @@
+//! Every host-automatable parameter of product.md, with IDs that never change once released,
+//! their ranges, units and display text. Saved enums use stable `#[id]`s so presets survive renames.
+//!
+//! Thread: any (parameters are atomics inside nice-plug)
+
+use std::sync::Arc;
+
+use moodfader_engine::Attribute;
+use nice_plug::prelude::*;
+use nice_plug_egui::EguiEditorState;
+
+/// Panel size in logical pixels at zoom 1.
+pub const EDITOR_WIDTH: u32 = 760;
+pub const EDITOR_HEIGHT: u32 = 520;
+
+#[derive(Enum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TriggerMode {
+    #[id = "demand"]
+    #[name = "On demand"]
+    OnDemand,
+    #[id = "follow"]
+    #[name = "Follow"]
+    Follow,
+    #[id = "call"]
+    #[name = "Call and response"]
+    CallResponse,
+}
+
+#[derive(Enum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InputSource {
+    #[id = "midi"]
+    #[name = "MIDI"]
+    Midi,
+    #[id = "audio"]
+    #[name = "Audio"]
+    Audio,
+    #[id = "both"]
+    #[name = "MIDI + audio"]
+    Both,
+}
+
+/// One attribute fader: its value over the training data's 5th–95th percentile, and whether it
+/// follows the valence/arousal target ("auto").
+#[derive(Params)]
+pub struct AttributeParam {
+    #[id = "v"]
+    pub value: FloatParam,
+    #[id = "auto"]
+    pub auto: BoolParam,
+}
+
+impl AttributeParam {
+    fn new(a: Attribute) -> Self {
+        let (lo, hi) = a.ends();
+        Self {
+            value: FloatParam::new(a.label(), 0.5, FloatRange::Linear { min: 0.0, max: 1.0 })
+                .with_step_size(0.01)
+                .with_value_to_string(Arc::new(move |v| {
+                    if v <= 0.005 {
+                        format!("{v:.2} ({lo})")
+                    } else if v >= 0.995 {
+                        format!("{v:.2} ({hi})")
+                    } else {
+                        format!("{v:.2}")
+                    }
+                }))
+                .with_string_to_value(Arc::new(|s| s.split_whitespace().next()?.parse().ok())),
+            auto: BoolParam::new(format!("{} auto", a.label()), true)
+                .with_value_to_string(Arc::new(|on| if on { "Auto".into() } else { "Manual".into() })),
+        }
+    }
+}
+
+/// The eight attribute faders. IDs are `<prefix>_v` / `<prefix>_auto`.
+#[derive(Params)]
+pub struct AttributeParams {
+    #[nested(id_prefix = "ndens", group = "Attributes")]
+    pub note_density: AttributeParam,
+    #[nested(id_prefix = "rdens", group = "Attributes")]
+    pub rhythm_density: AttributeParam,
+    #[nested(id_prefix = "dyn", group = "Attributes")]
+    pub dynamics: AttributeParam,
+    #[nested(id_prefix = "reg", group = "Attributes")]
+    pub register: AttributeParam,
+    #[nested(id_prefix = "range", group = "Attributes")]
+    pub pitch_range: AttributeParam,
+    #[nested(id_prefix = "mode", group = "Attributes")]
+    pub mode: AttributeParam,
+    #[nested(id_prefix = "artic", group = "Attributes")]
+    pub articulation: AttributeParam,
+    #[nested(id_prefix = "tens", group = "Attributes")]
+    pub tension: AttributeParam,
+}
+
+impl AttributeParams {
+    pub fn get(&self, a: Attribute) -> &AttributeParam {
+        match a {
+            Attribute::NoteDensity => &self.note_density,
+            Attribute::RhythmDensity => &self.rhythm_density,
+            Attribute::Dynamics => &self.dynamics,
+            Attribute::Register => &self.register,
+            Attribute::PitchRange => &self.pitch_range,
+            Attribute::Mode => &self.mode,
+            Attribute::Articulation => &self.articulation,
+            Attribute::Tension => &self.tension,
+        }
+    }
+}
+
+fn signed(v: f32) -> String {
+    format!("{v:+.2}")
+}
+
+#[derive(Params)]
+pub struct MoodfaderParams {
+    /// Panel size and zoom (nice-plug-egui 0.6 cannot persist it yet).
+    pub editor_state: Arc<EguiEditorState>,
+
+    #[id = "tgt_val"]
+    pub target_valence: FloatParam,
+    #[id = "tgt_aro"]
+    pub target_arousal: FloatParam,
+    /// 0 = continue as heard, 1 = fully steered to the target.
+    #[id = "steer"]
+    pub steer: FloatParam,
+
+    #[nested(group = "Attributes")]
+    pub attributes: AttributeParams,
+
+    #[id = "cont_on"]
+    pub continuation: BoolParam,
+    #[id = "trigger"]
+    pub trigger: EnumParam<TriggerMode>,
+    #[id = "bars"]
+    pub bars: IntParam,
+    #[id = "temp"]
+    pub temperature: FloatParam,
+    #[id = "seed"]
+    pub seed: IntParam,
+    /// Momentary "generate now" for automation and the panel's button.
+    #[id = "gen"]
+    pub generate: BoolParam,
+    /// A MIDI note that triggers generation (128 = off).
+    #[id = "trig_note"]
+    pub trigger_note: IntParam,
+    #[id = "out_ch"]
+    pub out_channel: IntParam,
+    #[id = "in_src"]
+    pub input_source: EnumParam<InputSource>,
+    #[id = "preview"]
+    pub preview: BoolParam,
+    /// Pass the heard MIDI through to the output.
+    #[id = "thru"]
+    pub thru: BoolParam,
+    /// Send the live estimate as MIDI CC 20 (valence) and 21 (arousal) on the output channel.
+    #[id = "mood_cc"]
+    pub mood_cc: BoolParam,
+}
+
+impl Default for MoodfaderParams {
+    fn default() -> Self {
+        Self {
+            editor_state: EguiEditorState::from_size(
+                nice_plug::editor::dpi::LogicalSize::new(EDITOR_WIDTH as f64, EDITOR_HEIGHT as f64),
+                1.0,
+            ),
+            target_valence: FloatParam::new("Target valence", 0.0, FloatRange::Linear { min: -1.0, max: 1.0 })
+                .with_step_size(0.01)
+                .with_value_to_string(Arc::new(signed)),
+            target_arousal: FloatParam::new("Target arousal", 0.0, FloatRange::Linear { min: -1.0, max: 1.0 })
+                .with_step_size(0.01)
+                .with_value_to_string(Arc::new(signed)),
+            steer: FloatParam::new("Steer", 0.5, FloatRange::Linear { min: 0.0, max: 1.0 })
+                .with_unit(" %")
+                .with_value_to_string(formatters::v2s_f32_percentage(0))
+                .with_string_to_value(formatters::s2v_f32_percentage()),
+            attributes: AttributeParams {
+                note_density: AttributeParam::new(Attribute::NoteDensity),
+                rhythm_density: AttributeParam::new(Attribute::RhythmDensity),
+                dynamics: AttributeParam::new(Attribute::Dynamics),
+                register: AttributeParam::new(Attribute::Register),
+                pitch_range: AttributeParam::new(Attribute::PitchRange),
+                mode: AttributeParam::new(Attribute::Mode),
+                articulation: AttributeParam::new(Attribute::Articulation),
+                tension: AttributeParam::new(Attribute::Tension),
+            },
+            continuation: BoolParam::new("Continuation", false),
+            trigger: EnumParam::new("Trigger", TriggerMode::OnDemand),
+            bars: IntParam::new("Bars", 4, IntRange::Linear { min: 1, max: 16 }).with_unit(" bars"),
+            temperature: FloatParam::new("Temperature", 1.0, FloatRange::Linear { min: 0.1, max: 2.0 })
+                .with_step_size(0.01),
+            seed: IntParam::new("Seed", 1, IntRange::Linear { min: 0, max: 65_535 }),
+            generate: BoolParam::new("Generate", false),
+            trigger_note: IntParam::new("Trigger note", 128, IntRange::Linear { min: 0, max: 128 })
+                .with_value_to_string(Arc::new(|v| {
+                    if v >= 128 { "Off".into() } else { formatters::v2s_i32_key_formatter()(v) }
+                })),
+            out_channel: IntParam::new("Output channel", 1, IntRange::Linear { min: 1, max: 16 }),
+            input_source: EnumParam::new("Input", InputSource::Midi),
+            preview: BoolParam::new("Preview voice", false),
+            thru: BoolParam::new("MIDI thru", true),
+            mood_cc: BoolParam::new("Mood CC out", false),
+        }
+    }
+}

@@ -1,0 +1,100 @@
+//! Moodfader's `cargo xtask` entry point: dispatches `setup`, `bundle`, `test`, `demo`, `bench`
+//! and `train` to their modules, and passes anything else through to `nice-plug-xtask`.
+//! Thread: any
+
+mod cargo_args;
+mod invariants;
+mod runtime;
+mod tasks;
+mod workspace;
+
+use std::process::ExitCode;
+
+use anyhow::{Result, bail};
+
+const USAGE: &str = "\
+Usage:
+  cargo xtask setup                          provision ONNX Runtime + nmp.onnx into <target>/moodfader-runtime
+  cargo xtask bundle moodfader [cargo args]  setup, then build and bundle with --features embed-runtime
+  cargo xtask test                           setup, debug test bundle, every test, architecture checks
+  cargo xtask demo                           setup, run `moodfader analyze assets/demo.mid`
+  cargo xtask bench [--quick]                setup, engine and plugin-host benchmarks
+  cargo xtask train emotion [script args]    setup, venv, export features, train the emotion model
+  cargo xtask bundle-universal | known-packages   passed through to nice-plug-xtask
+
+Environment:
+  MOODFADER_WHEEL_DIR   folder holding the pinned wheels (skips `pip download`)
+  MOODFADER_DATA        training data folder for `train` (default <root>/../shared/data)";
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let Some(command) = args.first() else {
+        eprintln!("{USAGE}");
+        bail!("missing xtask command");
+    };
+    let rest = &args[1..];
+
+    match command.as_str() {
+        "help" | "--help" | "-h" => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        "setup" => {
+            if !rest.is_empty() {
+                bail!("setup takes no arguments, got {rest:?}");
+            }
+            let ws = workspace::Workspace::locate()?;
+            runtime::setup(&ws).map(|_| ())
+        }
+        "bundle" => match cargo_args::split_moodfader_bundle_args(rest) {
+            Some(cargo_args) => {
+                let ws = workspace::Workspace::locate()?;
+                let rt = runtime::setup(&ws)?;
+                tasks::bundle_moodfader(&ws, &rt, &cargo_args, "embed-runtime")
+            }
+            // Another package or several: plain nice-plug bundling.
+            None => nice_plug_xtask::main_with_args("cargo xtask", args),
+        },
+        "test" => {
+            if !rest.is_empty() {
+                bail!("test takes no arguments, got {rest:?}");
+            }
+            tasks::test(&workspace::Workspace::locate()?)
+        }
+        "demo" => {
+            if !rest.is_empty() {
+                bail!("demo takes no arguments, got {rest:?}");
+            }
+            tasks::demo(&workspace::Workspace::locate()?)
+        }
+        "bench" => {
+            let quick = match rest {
+                [] => false,
+                [flag] if flag == "--quick" => true,
+                _ => bail!("bench accepts only --quick, got {rest:?}"),
+            };
+            tasks::bench(&workspace::Workspace::locate()?, quick)
+        }
+        "train" => match rest.split_first() {
+            Some((model, script_args)) if model == "emotion" => {
+                tasks::train_emotion(&workspace::Workspace::locate()?, script_args)
+            }
+            Some((model, _)) => bail!("train target '{model}' is unknown; only 'emotion' exists"),
+            None => bail!("train needs a target; use `cargo xtask train emotion`"),
+        },
+        "bundle-universal" | "known-packages" => {
+            nice_plug_xtask::main_with_args("cargo xtask", args)
+        }
+        _ => bail!("xtask command '{command}' is unknown\n\n{USAGE}"),
+    }
+}

@@ -1,0 +1,362 @@
+//! The composite xtask commands: `bundle moodfader`, `test`, `demo`, `bench` and
+//! `train emotion`. Each one provisions the runtime first (see `runtime.rs`).
+//! Thread: any
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+
+use crate::cargo_args::{self, PLUGIN_PACKAGE};
+use crate::invariants;
+use crate::runtime::{self, Runtime};
+use crate::workspace::{self, Workspace, cargo_cmd};
+
+/// Compile-time payload folder for the plugin's `embed-runtime` feature.
+pub const PAYLOAD_DIR_ENV: &str = "MOODFADER_PAYLOAD_DIR";
+/// The bundled `.clap` the tests crate loads.
+pub const CLAP_ENV: &str = "MOODFADER_CLAP";
+/// ONNX Runtime library for tests and benches.
+pub const ORT_DYLIB_DEV_ENV: &str = "MOODFADER_ORT_DYLIB_DEV";
+/// ONNX Runtime library for the `moodfader` binary and the training script.
+pub const ORT_DYLIB_ENV: &str = "MOODFADER_ORT_DYLIB";
+/// Training data folder override.
+pub const DATA_ENV: &str = "MOODFADER_DATA";
+
+const CRITERION_QUICK: &[&str] = &["--warm-up-time", "0.5", "--measurement-time", "1"];
+
+/// Builds and bundles the plugin with `feature` added to `cargo_args`, with
+/// `MOODFADER_PAYLOAD_DIR` pointing at the runtime cache.
+pub fn bundle_moodfader(
+    ws: &Workspace,
+    rt: &Runtime,
+    args: &[String],
+    feature: &str,
+) -> Result<()> {
+    let args = cargo_args::with_feature(args, feature);
+    let payload = fs::canonicalize(&rt.dir)
+        .with_context(|| format!("{}: cannot resolve runtime cache", rt.dir.display()))?;
+    eprintln!("[xtask] {PAYLOAD_DIR_ENV}={}", payload.display());
+    // SAFETY: xtask is single-threaded; nothing reads the environment concurrently. The variable
+    // must be in our own environment because nice_plug_xtask::build spawns cargo itself.
+    unsafe { std::env::set_var(PAYLOAD_DIR_ENV, &payload) };
+    nice_plug_xtask::chdir_workspace_root()?;
+    eprintln!(
+        "[xtask] $ cargo build -p {PLUGIN_PACKAGE} {}",
+        args.join(" ")
+    );
+    nice_plug_xtask::build(&[PLUGIN_PACKAGE.to_string()], &args)?;
+    nice_plug_xtask::bundle(&ws.target_dir, PLUGIN_PACKAGE, &args, false)?;
+    eprintln!(
+        "[xtask] bundled into {}",
+        ws.target_dir.join("bundled").display()
+    );
+    Ok(())
+}
+
+fn clap_path(ws: &Workspace) -> PathBuf {
+    ws.target_dir
+        .join("bundled")
+        .join(format!("{PLUGIN_PACKAGE}.clap"))
+}
+
+/// Env vars the tests and benches read.
+fn test_env(ws: &Workspace, rt: &Runtime) -> [(&'static str, PathBuf); 2] {
+    [
+        (CLAP_ENV, clap_path(ws)),
+        (ORT_DYLIB_DEV_ENV, rt.ort_lib.clone()),
+    ]
+}
+
+/// `cargo xtask test`: every test in the workspace plus the architecture invariants.
+pub fn test(ws: &Workspace) -> Result<()> {
+    let rt = runtime::setup(ws)?;
+    bundle_moodfader(ws, &rt, &[], "assert_process_allocs,embed-runtime")
+        .context("test bundle (debug, assert_process_allocs + embed-runtime)")?;
+
+    let mut results: Vec<(&str, Result<()>)> = Vec::new();
+
+    let mut ws_tests = cargo_cmd(["test", "--workspace", "--exclude", "xtask"]);
+    ws_tests.envs(test_env(ws, &rt));
+    results.push((
+        "cargo test --workspace",
+        workspace::run("cargo test --workspace", &mut ws_tests),
+    ));
+
+    let mut xtask_tests = cargo_cmd(["test", "-p", "xtask"]);
+    results.push((
+        "cargo test -p xtask",
+        workspace::run("cargo test -p xtask", &mut xtask_tests),
+    ));
+
+    results.push((
+        "architecture invariants",
+        invariants::check_engine_is_host_free(),
+    ));
+
+    let failed: Vec<&str> = results
+        .iter()
+        .filter_map(|(name, r)| {
+            if let Err(err) = r {
+                eprintln!("[xtask] FAILED {name}: {err:#}");
+                Some(*name)
+            } else {
+                None
+            }
+        })
+        .collect();
+    let passed = results.len() - failed.len();
+    if failed.is_empty() {
+        println!(
+            "xtask test: all {} steps passed (setup, bundle, {})",
+            results.len(),
+            step_names(&results)
+        );
+        Ok(())
+    } else {
+        println!(
+            "xtask test: {passed}/{} steps passed; FAILED: {}",
+            results.len(),
+            failed.join(", ")
+        );
+        bail!("xtask test: {} step(s) failed", failed.len())
+    }
+}
+
+fn step_names(results: &[(&str, Result<()>)]) -> String {
+    results
+        .iter()
+        .map(|(n, _)| *n)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `cargo xtask demo`: analyzes `assets/demo.mid` and writes the curve as CSV and JSON.
+pub fn demo(ws: &Workspace) -> Result<()> {
+    let rt = runtime::setup(ws)?;
+    let midi = ws.root.join("assets").join("demo.mid");
+    if !midi.is_file() {
+        bail!("demo MIDI not found at {}", midi.display());
+    }
+    let out_dir = ws.target_dir.join("demo");
+    fs::create_dir_all(&out_dir)
+        .with_context(|| format!("{}: cannot create", out_dir.display()))?;
+    let csv = out_dir.join("demo_curve.csv");
+    let json = out_dir.join("demo_curve.json");
+
+    let mut cmd = cargo_cmd([
+        "run",
+        "--release",
+        "-p",
+        PLUGIN_PACKAGE,
+        "--bin",
+        PLUGIN_PACKAGE,
+        "--",
+    ]);
+    cmd.arg("analyze")
+        .arg(&midi)
+        .arg("--csv")
+        .arg(&csv)
+        .arg("--json");
+    cmd.env(ORT_DYLIB_ENV, &rt.ort_lib);
+    let output = workspace::run_capture("moodfader analyze", &mut cmd)?;
+    fs::write(&json, &output.stdout)
+        .with_context(|| format!("{}: cannot write", json.display()))?;
+    serde_json::from_slice::<serde_json::Value>(&output.stdout).with_context(|| {
+        format!(
+            "moodfader analyze: stdout is not JSON (saved to {})",
+            json.display()
+        )
+    })?;
+
+    let table = fs::read_to_string(&csv)
+        .with_context(|| format!("moodfader analyze: CSV not written at {}", csv.display()))?;
+    println!("{}", format_csv_table(&table));
+    println!("curve CSV:  {}", csv.display());
+    println!("curve JSON: {}", json.display());
+    Ok(())
+}
+
+/// Aligns a simple CSV (no quoted commas) into columns for the terminal.
+pub fn format_csv_table(csv: &str) -> String {
+    let rows: Vec<Vec<&str>> = csv
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| l.split(',').map(str::trim).collect())
+        .collect();
+    let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..columns)
+        .map(|c| {
+            rows.iter()
+                .filter_map(|r| r.get(c))
+                .map(|s| s.chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    rows.iter()
+        .map(|row| {
+            row.iter()
+                .enumerate()
+                .map(|(c, cell)| format!("{cell:>w$}", w = widths[c]))
+                .collect::<Vec<_>>()
+                .join("  ")
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// `cargo xtask bench [--quick]`: engine benches, then the plugin-host benches against a release
+/// bundle. `--quick` runs only `[[bench]]` targets (libtest would reject criterion's flags) with
+/// short criterion timings.
+pub fn bench(ws: &Workspace, quick: bool) -> Result<()> {
+    let rt = runtime::setup(ws)?;
+    let bench_cmd = |package: &str| {
+        let mut cmd = cargo_cmd(["bench", "-p", package]);
+        if quick {
+            cmd.args(["--bench", "*", "--"]).args(CRITERION_QUICK);
+        }
+        cmd.envs(test_env(ws, &rt));
+        cmd
+    };
+    workspace::run(
+        "cargo bench -p moodfader-engine",
+        &mut bench_cmd("moodfader-engine"),
+    )?;
+    bundle_moodfader(ws, &rt, &["--release".to_string()], "embed-runtime")
+        .context("bench bundle (release, embed-runtime)")?;
+    workspace::run(
+        "cargo bench -p moodfader-tests",
+        &mut bench_cmd("moodfader-tests"),
+    )?;
+    println!("xtask bench: done{}", if quick { " (quick)" } else { "" });
+    Ok(())
+}
+
+/// The training data folder: `$MOODFADER_DATA`, else `<root>/../shared/data`.
+pub fn data_dir(root: &Path, env_value: Option<std::ffi::OsString>) -> PathBuf {
+    match env_value {
+        Some(v) if !v.is_empty() => PathBuf::from(v),
+        _ => root.join("..").join("shared").join("data"),
+    }
+}
+
+fn venv_python(venv: &Path) -> PathBuf {
+    if cfg!(windows) {
+        venv.join("Scripts").join("python.exe")
+    } else {
+        venv.join("bin").join("python")
+    }
+}
+
+/// `cargo xtask train emotion [script args]`.
+pub fn train_emotion(ws: &Workspace, script_args: &[String]) -> Result<()> {
+    let rt = runtime::setup(ws)?;
+    let train_dir = ws.root.join("models").join("train");
+    let requirements = train_dir.join("requirements.txt");
+    let script = train_dir.join("train_emotion.py");
+    for (what, path) in [
+        ("training requirements", &requirements),
+        ("training script", &script),
+    ] {
+        if !path.is_file() {
+            bail!("{what} not found at {}", path.display());
+        }
+    }
+    let data = data_dir(&ws.root, std::env::var_os(DATA_ENV));
+    if !data.is_dir() {
+        bail!(
+            "training data not found at {}; set {DATA_ENV}",
+            data.display()
+        );
+    }
+
+    let venv = train_dir.join(".venv");
+    let python = venv_python(&venv);
+    if !python.is_file() {
+        let mut cmd = Command::new("python3");
+        cmd.args(["-m", "venv"]).arg(&venv);
+        workspace::run("python3 -m venv", &mut cmd)?;
+    }
+    // Skip pip when requirements.txt is unchanged since the last successful install.
+    let stamp = venv.join(".moodfader-requirements.sha256");
+    let req_sha = runtime::sha256_file(&requirements)?;
+    if fs::read_to_string(&stamp).ok().as_deref() == Some(req_sha.as_str()) {
+        eprintln!(
+            "[xtask] {} unchanged since last install; skipping pip",
+            requirements.display()
+        );
+    } else {
+        let mut pip = Command::new(&python);
+        pip.args(["-m", "pip", "install", "--disable-pip-version-check", "-r"])
+            .arg(&requirements);
+        workspace::run("pip install -r models/train/requirements.txt", &mut pip)?;
+        fs::write(&stamp, &req_sha)
+            .with_context(|| format!("{}: cannot write", stamp.display()))?;
+    }
+
+    let work = train_dir.join("work");
+    fs::create_dir_all(&work).with_context(|| format!("{}: cannot create", work.display()))?;
+    let features = work.join("vgmidi_features.csv");
+    let mut export = cargo_cmd([
+        "run",
+        "--release",
+        "-p",
+        PLUGIN_PACKAGE,
+        "--bin",
+        PLUGIN_PACKAGE,
+        "--",
+    ]);
+    export
+        .arg("export-features")
+        .arg("--data")
+        .arg(&data)
+        .arg("-o")
+        .arg(&features);
+    export.env(ORT_DYLIB_ENV, &rt.ort_lib);
+    workspace::run("moodfader export-features", &mut export)?;
+
+    let mut train = Command::new(&python);
+    train
+        .arg(&script)
+        .arg("--features")
+        .arg(&features)
+        .arg("--out")
+        .arg(ws.root.join("models"))
+        .args(script_args)
+        .env(ORT_DYLIB_ENV, &rt.ort_lib);
+    workspace::run("train_emotion.py", &mut train)?;
+    println!(
+        "xtask train emotion: done; features {}, models in {}",
+        features.display(),
+        ws.root.join("models").display()
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn data_dir_prefers_env() {
+        let root = Path::new("/w/main");
+        assert_eq!(data_dir(root, Some("/d".into())), PathBuf::from("/d"));
+        assert_eq!(
+            data_dir(root, None),
+            PathBuf::from("/w/main/../shared/data")
+        );
+        assert_eq!(
+            data_dir(root, Some("".into())),
+            PathBuf::from("/w/main/../shared/data")
+        );
+    }
+
+    #[test]
+    fn csv_table_is_right_aligned() {
+        let t = format_csv_table("bar,valence\n1,0.25\n10,-0.5\n");
+        assert_eq!(t, "bar  valence\n  1     0.25\n 10     -0.5");
+        assert_eq!(format_csv_table(""), "");
+    }
+}
