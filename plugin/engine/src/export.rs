@@ -10,7 +10,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use serde::Deserialize;
 
-use crate::features::{FEATURE_NAMES, FEATURE_SPEC_VERSION, features_for_bars};
+use crate::features::{FEATURE_NAMES, FEATURE_SPEC_VERSION, Features, features_for_bars};
+use crate::notes::BarWindow;
 use crate::midifile::read_midi_file;
 
 #[derive(Debug, Deserialize)]
@@ -45,8 +46,22 @@ pub fn data_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data")
 }
 
-/// Writes `out_csv` (and `out_csv.json`) with one row per rated bar of every labelled piece.
-pub fn export_vgmidi(data: &Path, out_csv: &Path) -> Result<ExportReport> {
+/// One rated piece with its per-bar features, aligned with its ratings.
+#[derive(Debug, Clone)]
+pub struct LabelledPiece {
+    /// The labels' `midi` path, the piece's id.
+    pub id: String,
+    pub bars: Vec<BarWindow>,
+    pub features: Vec<Features>,
+    pub valence: Vec<f32>,
+    pub arousal: Vec<f32>,
+    pub valence_std: Vec<f32>,
+    pub arousal_std: Vec<f32>,
+}
+
+/// Reads every labelled VGMIDI piece and computes its per-bar features (the same code as the
+/// plugin), aligned with the rated measures.
+pub fn labelled_pieces(data: &Path, report: &mut ExportReport) -> Result<Vec<LabelledPiece>> {
     let labelled = data.join("vgmidi/labelled");
     let labels_path = labelled.join("labels.json");
     let text = std::fs::read_to_string(&labels_path)
@@ -56,14 +71,8 @@ pub fn export_vgmidi(data: &Path, out_csv: &Path) -> Result<ExportReport> {
     if entries.is_empty() {
         bail!("{}: no labelled pieces", labels_path.display());
     }
-    let mut report = ExportReport::default();
-    let mut csv = String::new();
-    csv.push_str("piece,bar,start_s");
-    for name in FEATURE_NAMES {
-        csv.push_str(&format!(",f_{name}"));
-    }
-    csv.push_str(",valence,arousal,valence_std,arousal_std\n");
-    for e in &entries {
+    let mut out = Vec::new();
+    for e in entries {
         let path = labelled.join(&e.midi);
         let piece = match read_midi_file(&path) {
             Ok(p) => p,
@@ -73,7 +82,7 @@ pub fn export_vgmidi(data: &Path, out_csv: &Path) -> Result<ExportReport> {
             }
         };
         // VGMIDI counts measures in the file's meter for most pieces, but in 4/4 for a few with
-        // meter changes; use whichever grid matches the number of rated measures.
+        // meter changes; use whichever grid covers the rated measures.
         let mut bars = piece.bars.clone();
         if bars.len() < e.valence.len() {
             let four_four = piece.bars_in_fixed_meter(4, 4);
@@ -84,25 +93,46 @@ pub fn export_vgmidi(data: &Path, out_csv: &Path) -> Result<ExportReport> {
                 report.num_length_mismatches += 1;
             }
         }
-        let feats = features_for_bars(&piece.notes, &bars);
-        let n = feats.len().min(e.valence.len()).min(e.arousal.len());
-        let id = e.midi.replace(',', ";");
-        for t in 0..n {
-            csv.push_str(&format!("{id},{t},{:.6}", bars[t].start_s));
-            for v in feats[t] {
-                csv.push_str(&format!(",{v:.6}"));
-            }
-            let std_at = |s: &Vec<f32>| s.get(t).copied().unwrap_or(0.0);
-            csv.push_str(&format!(
-                ",{:.6},{:.6},{:.6},{:.6}\n",
-                e.valence[t],
-                e.arousal[t],
-                std_at(&e.valence_std),
-                std_at(&e.arousal_std)
-            ));
-        }
+        let features = features_for_bars(&piece.notes, &bars);
+        let n = features.len().min(e.valence.len()).min(e.arousal.len());
+        let pad = |v: &Vec<f32>| (0..n).map(|t| v.get(t).copied().unwrap_or(0.0)).collect::<Vec<f32>>();
         report.num_pieces += 1;
         report.num_bars += n;
+        out.push(LabelledPiece {
+            id: e.midi.clone(),
+            bars: bars[..n].to_vec(),
+            features: features[..n].to_vec(),
+            valence: e.valence[..n].to_vec(),
+            arousal: e.arousal[..n].to_vec(),
+            valence_std: pad(&e.valence_std),
+            arousal_std: pad(&e.arousal_std),
+        });
+    }
+    Ok(out)
+}
+
+/// Writes `out_csv` (and `out_csv.json`) with one row per rated bar of every labelled piece.
+pub fn export_vgmidi(data: &Path, out_csv: &Path) -> Result<ExportReport> {
+    let mut report = ExportReport::default();
+    let pieces = labelled_pieces(data, &mut report)?;
+    let mut csv = String::new();
+    csv.push_str("piece,bar,start_s");
+    for name in FEATURE_NAMES {
+        csv.push_str(&format!(",f_{name}"));
+    }
+    csv.push_str(",valence,arousal,valence_std,arousal_std\n");
+    for p in &pieces {
+        let id = p.id.replace(',', ";");
+        for t in 0..p.features.len() {
+            csv.push_str(&format!("{id},{t},{:.6}", p.bars[t].start_s));
+            for v in p.features[t] {
+                csv.push_str(&format!(",{v:.6}"));
+            }
+            csv.push_str(&format!(
+                ",{:.6},{:.6},{:.6},{:.6}\n",
+                p.valence[t], p.arousal[t], p.valence_std[t], p.arousal_std[t]
+            ));
+        }
     }
     let sidecar = serde_json::json!({
         "feature_spec_version": FEATURE_SPEC_VERSION,

@@ -23,7 +23,7 @@ pub const FEATURE_NAMES: [&str; NUM_FEATURES] = [
     "pitch_range",    // highest minus lowest pitch, semitones
     "mode",           // major minus minor key-profile correlation over the key window
     "key_clarity",    // correlation of the best key over the key window
-    "articulation",   // mean of duration / inter-onset interval, clamped to [0, 2]
+    "articulation",   // mean of duration / gap to the next onset (or the bar end), clamped to [0, 2]
     "dur_mean_beats", // mean note duration in quarter notes, clamped to 8
     "polyphony",      // mean number of sounding notes while anything sounds
     "dissonance",     // fraction of dissonant intervals among notes sounding together at onsets
@@ -70,7 +70,6 @@ pub fn bar_features(notes: &[Note], w: &BarWindow, key_hist: &[f32; 12]) -> Feat
     f[12] = tempo_bpm as f32;
 
     let first = notes.partition_point(|n| n.onset_s < w.start_s);
-    let in_bar = |n: &&Note| n.onset_s < w.end_s && !n.is_drum();
     let num_notes = notes[first..].iter().take_while(|n| n.onset_s < w.end_s).filter(|n| !n.is_drum()).count();
     if num_notes == 0 {
         f[13] = 1.0;
@@ -81,7 +80,6 @@ pub fn bar_features(notes: &[Note], w: &BarWindow, key_hist: &[f32; 12]) -> Feat
     }
     let count = num_notes as f32;
     let bar_notes = || notes[first..].iter().take_while(|n| n.onset_s < w.end_s).filter(|n| !n.is_drum());
-    let _ = in_bar;
 
     // Density.
     f[0] = (count as f64 / w.dur_s()) as f32;
@@ -130,7 +128,8 @@ pub fn bar_features(notes: &[Note], w: &BarWindow, key_hist: &[f32; 12]) -> Feat
             .iter()
             .find(|m| !m.is_drum() && m.onset_s > n.onset_s + 1e-4)
             .map(|m| m.onset_s)
-            .unwrap_or(w.end_s.max(n.onset_s + 1e-3));
+            .unwrap_or(f64::INFINITY)
+            .min(w.end_s.max(n.onset_s + 1e-3));
         let ioi = (next_onset - n.onset_s).max(1e-3);
         artic_sum += ((n.dur_s / ioi) as f32).clamp(0.0, 2.0);
         dur_sum += (n.dur_beats as f32).clamp(0.0, 8.0);
