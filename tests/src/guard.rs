@@ -7,6 +7,7 @@
 //! Thread: any ([`set_phase`] affects the guard of the calling thread, if any).
 
 use std::cell::RefCell;
+use std::io::Write as _;
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -22,6 +23,13 @@ type SharedPhase = Arc<Mutex<Phase>>;
 
 thread_local! {
     static CURRENT: RefCell<Option<SharedPhase>> = const { RefCell::new(None) };
+}
+
+/// Writes a line straight to the process's stderr, bypassing libtest's output capture, so it is
+/// still visible when the process aborts (e.g. when nice-plug's `assert_process_allocs` catches an
+/// allocation in `process()` and the panic aborts at the `extern "C"` boundary).
+pub fn breadcrumb(message: &str) {
+    let _ = writeln!(std::io::stderr().lock(), "[moodfader-tests] {message}");
 }
 
 /// Names what the guarded thread is doing now; with `deadline`, the guard fails the test if this

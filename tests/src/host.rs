@@ -291,6 +291,43 @@ pub struct BlockOutput {
     pub transport: TransportEvent,
 }
 
+/// The CLAP transport for a block starting `song_pos_samples` into the song.
+pub fn transport_event(
+    t: TransportSettings,
+    song_pos_samples: u64,
+    sample_rate: f64,
+) -> TransportEvent {
+    #[allow(clippy::cast_precision_loss)]
+    let seconds = song_pos_samples as f64 / sample_rate;
+    let beats = seconds * t.tempo_bpm / 60.0;
+    let beats_per_bar = f64::from(t.time_sig_num) * 4.0 / f64::from(t.time_sig_den.max(1));
+    let bar_number = (beats / beats_per_bar).floor();
+    let mut flags = TransportFlags::HAS_TEMPO
+        | TransportFlags::HAS_BEATS_TIMELINE
+        | TransportFlags::HAS_SECONDS_TIMELINE
+        | TransportFlags::HAS_TIME_SIGNATURE;
+    if t.playing {
+        flags |= TransportFlags::IS_PLAYING;
+    }
+    TransportEvent {
+        header: EventHeader::new_core(0, EventFlags::empty()),
+        flags,
+        song_pos_beats: BeatTime::from_float(beats),
+        song_pos_seconds: SecondsTime::from_float(seconds),
+        tempo: t.tempo_bpm,
+        tempo_inc: 0.0,
+        loop_start_beats: BeatTime::from_float(0.0),
+        loop_end_beats: BeatTime::from_float(0.0),
+        loop_start_seconds: SecondsTime::from_float(0.0),
+        loop_end_seconds: SecondsTime::from_float(0.0),
+        bar_start: BeatTime::from_float(bar_number * beats_per_bar),
+        #[allow(clippy::cast_possible_truncation)]
+        bar_number: bar_number as i32,
+        time_signature_numerator: t.time_sig_num,
+        time_signature_denominator: t.time_sig_den,
+    }
+}
+
 /// Value every output sample is preset to before a block; if it survives, the plugin did not
 /// write that sample.
 pub const OUTPUT_SENTINEL: f32 = -12345.678;
@@ -646,40 +683,6 @@ impl ClapTestHost {
         self.queued_params.push((id, value));
     }
 
-    /// Builds the transport event for a block starting at the current song position.
-    fn transport_event(&self, sample_rate: f64) -> TransportEvent {
-        let t = self.transport;
-        #[allow(clippy::cast_precision_loss)]
-        let seconds = self.song_pos_samples as f64 / sample_rate;
-        let beats = seconds * t.tempo_bpm / 60.0;
-        let beats_per_bar = f64::from(t.time_sig_num) * 4.0 / f64::from(t.time_sig_den.max(1));
-        let bar_number = (beats / beats_per_bar).floor();
-        let mut flags = TransportFlags::HAS_TEMPO
-            | TransportFlags::HAS_BEATS_TIMELINE
-            | TransportFlags::HAS_SECONDS_TIMELINE
-            | TransportFlags::HAS_TIME_SIGNATURE;
-        if t.playing {
-            flags |= TransportFlags::IS_PLAYING;
-        }
-        TransportEvent {
-            header: EventHeader::new_core(0, EventFlags::empty()),
-            flags,
-            song_pos_beats: BeatTime::from_float(beats),
-            song_pos_seconds: SecondsTime::from_float(seconds),
-            tempo: t.tempo_bpm,
-            tempo_inc: 0.0,
-            loop_start_beats: BeatTime::from_float(0.0),
-            loop_end_beats: BeatTime::from_float(0.0),
-            loop_start_seconds: SecondsTime::from_float(0.0),
-            loop_end_seconds: SecondsTime::from_float(0.0),
-            bar_start: BeatTime::from_float(bar_number * beats_per_bar),
-            #[allow(clippy::cast_possible_truncation)]
-            bar_number: bar_number as i32,
-            time_signature_numerator: t.time_sig_num,
-            time_signature_denominator: t.time_sig_den,
-        }
-    }
-
     /// Processes one block: `input` is `[left, right]` (equal lengths, 1..=max_frames),
     /// `events` are offsets inside the block (any order; sent sorted by time, stable).
     /// Queued [`set_param`](Self::set_param) changes go first at offset 0.
@@ -738,7 +741,7 @@ impl ClapTestHost {
             buf[..frames].fill(OUTPUT_SENTINEL);
         }
 
-        let transport = self.transport_event(sample_rate);
+        let transport = transport_event(self.transport, self.song_pos_samples, sample_rate);
         let steady_time = self.steady_time;
 
         let Self {
@@ -849,5 +852,35 @@ impl Drop for ClapTestHost {
             // Best effort (e.g. while unwinding from a failed assertion).
             self.shutdown_in_place();
         }
+    }
+}
+
+#[cfg(test)]
+mod unit {
+    use super::{TransportSettings, transport_event};
+    use clack_host::events::event_types::TransportFlags;
+
+    #[test]
+    fn transport_position_follows_samples() {
+        let t = TransportSettings::default(); // 120 BPM 4/4, playing
+        let e = transport_event(t, 96_000 + 24_000, 48_000.0); // 2.5 s = 5 beats
+        assert_eq!(e.song_pos_beats.to_float(), 5.0);
+        assert_eq!(e.song_pos_seconds.to_float(), 2.5);
+        assert_eq!(e.bar_number, 1);
+        assert_eq!(e.bar_start.to_float(), 4.0);
+        assert!(e.flags.contains(TransportFlags::IS_PLAYING));
+        let e = transport_event(
+            TransportSettings {
+                playing: false,
+                time_sig_num: 6,
+                time_sig_den: 8,
+                ..t
+            },
+            48_000 * 3, // 3 s = 6 beats; 6/8 bars are 3 beats long
+            48_000.0,
+        );
+        assert_eq!(e.bar_number, 2);
+        assert_eq!(e.bar_start.to_float(), 6.0);
+        assert!(!e.flags.contains(TransportFlags::IS_PLAYING));
     }
 }

@@ -6,7 +6,7 @@
 //! Thread: main (drives a [`ClapTestHost`]).
 
 use crate::events::{InEvent, OutEvent};
-use crate::guard::set_phase;
+use crate::guard::{breadcrumb, set_phase};
 use crate::host::{ClapTestHost, OUTPUT_SENTINEL, TransportSettings};
 use anyhow::{Result, bail};
 use std::fmt::Write as _;
@@ -645,12 +645,13 @@ pub fn check_thru(
             "first difference at canonical index {i} (absolute sample, event):"
         );
         for j in lo..(i + 3) {
-            let _ = writeln!(
-                report,
-                "  [{j}] sent {:?}\n  [{j}] got  {:?}",
-                want.get(j),
-                got.get(j)
-            );
+            let mark = if want.get(j) == got.get(j) {
+                "  "
+            } else {
+                "!!"
+            };
+            let _ = writeln!(report, "  {mark} [{j}] sent {:?}", want.get(j));
+            let _ = writeln!(report, "  {mark} [{j}] got  {:?}", got.get(j));
         }
     }
     if report.is_empty() {
@@ -683,6 +684,9 @@ pub fn degraded_runtime_scenario(label: &str) {
     const SR: f64 = 48_000.0;
     const BLOCK: usize = 512;
     const TEMPO: f64 = 120.0;
+    breadcrumb(&format!(
+        "{label}: 48 kHz / 512, mood_cc on, 2.5 s real time"
+    ));
     let mut host = ClapTestHost::load();
     let (audio_in, audio_out) = host.audio_ports();
     assert_eq!(

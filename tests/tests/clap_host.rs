@@ -16,7 +16,7 @@
 //!
 //! Thread: test threads; each test body runs on its own guarded thread (the CLAP main thread).
 
-use moodfader_tests::guard::run_guarded;
+use moodfader_tests::guard::{breadcrumb, run_guarded};
 use moodfader_tests::scenario::{
     CC_AROUSAL, CC_VALENCE, Material, Pacing, check_audio_bit_exact, check_thru, max_in_window, run,
 };
@@ -106,6 +106,10 @@ fn audio_and_thru_matrix() {
     let path = clap_path();
     let _cache = fresh_cache_dir();
     run_guarded("matrix", Duration::from_secs(900), move || {
+        breadcrumb(
+            "matrix: if this process aborts with 'memory allocation of N bytes failed', the \
+             plugin allocated inside process() (assert_process_allocs) in the config named last",
+        );
         let mut failures: Vec<String> = Vec::new();
         for sample_rate in [44_100.0, 48_000.0, 96_000.0] {
             for max_block in [1usize, 64, 511, 4096] {
@@ -116,6 +120,7 @@ fn audio_and_thru_matrix() {
                 let seed = sample_rate as u64 ^ max_block as u64;
                 let config = format!("{sample_rate} Hz, max block {max_block}, {bars} bars");
 
+                breadcrumb(&format!("matrix: {config}"));
                 let started = Instant::now();
                 let mut host = ClapTestHost::load_from(&path, PLUGIN_ID)
                     .unwrap_or_else(|e| panic!("{config}: loading: {e:#}"));
@@ -169,6 +174,7 @@ fn mood_ccs_arrive() {
     let path = clap_path();
     let _cache = fresh_cache_dir();
     run_guarded("mood", Duration::from_secs(120), move || {
+        breadcrumb("mood: 48 kHz / 512, mood_cc on, real time, up to 8 s");
         let mut host = ClapTestHost::load_from(&path, PLUGIN_ID)
             .unwrap_or_else(|e| panic!("loading {}: {e:#}", path.display()));
         let mood_cc = host.param_id("mood_cc");

@@ -1,0 +1,53 @@
+//! `process()` per 64-frame block at 48 kHz with 16 MIDI events (product.md budget: median
+//! ≤ 2 µs, zero allocations), called in-process through the `Plugin` trait.
+//!
+//! Thread: bench (plays the audio thread)
+
+#[path = "../tests/mock_host/mod.rs"]
+mod mock_host;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use mock_host::{CountingAlloc, Rig, count_allocs};
+use nice_plug::prelude::*;
+
+#[global_allocator]
+static ALLOC: CountingAlloc = CountingAlloc;
+
+const BLOCK: usize = 64;
+const NUM_EVENTS: usize = 16;
+
+fn bench_process(c: &mut Criterion) {
+    let mut rig = Rig::new(48_000.0, BLOCK);
+    let mut left = std::mem::take(&mut rig.left);
+    let mut right = std::mem::take(&mut rig.right);
+    let mut buffer = Buffer::default();
+    let mut block_index = 0usize;
+    let mut total_allocs = 0u64;
+    let mut num_calls = 0u64;
+    let mut run = |rig: &mut Rig, buffer: &mut Buffer<'_>| {
+        rig.ctx.input.clear();
+        rig.ctx.output.clear();
+        for k in 0..NUM_EVENTS {
+            rig.note((k * BLOCK / NUM_EVENTS) as u32, (block_index + k) % 2 == 0, 48 + (k as u8 * 3) % 36, 100);
+        }
+        block_index += 1;
+        let (status, n) = count_allocs(|| rig.process(BLOCK, buffer));
+        total_allocs += n;
+        num_calls += 1;
+        status
+    };
+    // SAFETY: the slices outlive every process() call below and have BLOCK samples each.
+    unsafe {
+        buffer.set_slices(BLOCK, |s| {
+            s.clear();
+            s.push(&mut left[..]);
+            s.push(&mut right[..]);
+        })
+    };
+    c.bench_function("process_64_frames_48k_16_events", |b| b.iter(|| run(&mut rig, &mut buffer)));
+    println!("process(): {total_allocs} allocations in {num_calls} calls (budget: 0)");
+    assert_eq!(total_allocs, 0, "process() allocated");
+}
+
+criterion_group!(benches, bench_process);
+criterion_main!(benches);
