@@ -56,6 +56,14 @@ pub fn clap_path() -> PathBuf {
     path
 }
 
+/// Whether the bundle at `path` was built with nice-plug's `assert_process_allocs` (looks for the
+/// `nice_assert_no_alloc` crate's symbol names; `None` if the file cannot be read). Only a debug
+/// bundle with it makes an allocation in `process()` abort, so tests report when it is absent.
+pub fn bundle_asserts_process_allocs(path: &std::path::Path) -> Option<bool> {
+    let bytes = std::fs::read(path).ok()?;
+    Some(memchr::memmem::find(&bytes, b"nice_assert_no_alloc").is_some())
+}
+
 /// The CLAP parameter id nice-plug derives from a parameter's string id.
 ///
 /// Same algorithm as `nice_plug::wrapper::util::hash_param_id` (nice-plug 0.4.2): a Java-style

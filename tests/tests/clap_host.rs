@@ -20,7 +20,7 @@ use moodfader_tests::guard::{breadcrumb, run_guarded};
 use moodfader_tests::scenario::{
     CC_AROUSAL, CC_VALENCE, Material, Pacing, check_audio_bit_exact, check_thru, max_in_window, run,
 };
-use moodfader_tests::{ClapTestHost, PLUGIN_ID, clap_path};
+use moodfader_tests::{ClapTestHost, PLUGIN_ID, bundle_asserts_process_allocs, clap_path};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -106,16 +106,25 @@ fn audio_and_thru_matrix() {
     let path = clap_path();
     let _cache = fresh_cache_dir();
     run_guarded("matrix", Duration::from_secs(900), move || {
-        breadcrumb(
-            "matrix: if this process aborts with 'memory allocation of N bytes failed', the \
-             plugin allocated inside process() (assert_process_allocs) in the config named last",
-        );
+        match bundle_asserts_process_allocs(&path) {
+            Some(true) => breadcrumb(
+                "matrix: the bundle has assert_process_allocs; if this process aborts with \
+                 'memory allocation of N bytes failed', the plugin allocated inside process() in \
+                 the config named last",
+            ),
+            _ => breadcrumb(
+                "matrix: WARNING: this bundle was NOT built with assert_process_allocs, so the \
+                 matrix does not catch allocations in process(); `cargo xtask test` builds one \
+                 that is",
+            ),
+        }
         let mut failures: Vec<String> = Vec::new();
         for sample_rate in [44_100.0, 48_000.0, 96_000.0] {
             for max_block in [1usize, 64, 511, 4096] {
-                // 4 bars at 120 BPM (8 s of audio); for 1-frame blocks (hundreds of thousands of
-                // process() calls) 1.25 bars, which still crosses a bar line and a chord change.
-                let bars = if max_block == 1 { 1.25 } else { 4.0 };
+                // 4 bars at 120 BPM (8 s of audio); for 1-frame blocks (one process() call per
+                // sample: up to 384 000 calls) 2 bars, which still cross a bar line, a chord change
+                // and a repeated key's off+on on one sample.
+                let bars = if max_block == 1 { 2.0 } else { 4.0 };
                 let frames = (bars * 4.0 * sample_rate * 60.0 / TEMPO) as usize;
                 let seed = sample_rate as u64 ^ max_block as u64;
                 let config = format!("{sample_rate} Hz, max block {max_block}, {bars} bars");
@@ -205,10 +214,12 @@ fn mood_ccs_arrive() {
         let mut failures: Vec<String> = Vec::new();
         match both_at {
             Some(t) => eprintln!(
-                "CC 20 and 21 both arrived after {:.2} s wall ({} mood CCs in {:.2} s)",
+                "CC 20 and 21 both arrived after {:.2} s wall ({} mood CCs in {:.2} s; first \
+                 (sample, channel, cc, value): {:?})",
                 t.as_secs_f64(),
                 ccs.len(),
-                out.wall.as_secs_f64()
+                out.wall.as_secs_f64(),
+                &ccs[..ccs.len().min(12)]
             ),
             None => failures.push(format!(
                 "CC 20 and CC 21 on channel 1 did not both arrive within {DEADLINE:?} of \
