@@ -86,18 +86,24 @@ impl NiceEguiApp for App {
         ui.ctx().request_repaint_after(Duration::from_millis(33));
         let full = ui.max_rect();
         ui.painter().rect_filled(full, 0.0, palette::BG);
+        egui::Frame::new().inner_margin(14.0).show(ui, |ui| self.panel(ui, &setter));
+    }
+}
+
+impl App {
+    fn panel(&self, ui: &mut egui::Ui, setter: &ParamSetter) {
         ui.horizontal(|ui| {
             ui.label(egui::RichText::new("MOODFADER").font(FontId::proportional(18.0)).color(palette::TEXT));
             ui.label(egui::RichText::new("hear the mood · steer the continuation").color(palette::MUTED));
         });
         ui.add_space(6.0);
         ui.horizontal_top(|ui| {
-            pad(ui, &self.params, &self.shared, &setter);
-            ui.add_space(12.0);
+            pad(ui, &self.params, &self.shared, setter);
+            ui.add_space(16.0);
             ui.vertical(|ui| {
-                faders(ui, &self.params, &setter);
-                ui.add_space(10.0);
-                continuation_controls(ui, &self.params, &setter);
+                faders(ui, &self.params, setter);
+                ui.add_space(12.0);
+                continuation_controls(ui, &self.params, setter);
             });
         });
         ui.add_space(6.0);
@@ -106,7 +112,7 @@ impl NiceEguiApp for App {
 }
 
 fn pad(ui: &mut egui::Ui, params: &MoodfaderParams, shared: &Shared, setter: &ParamSetter) {
-    let side = (ui.available_height() - 40.0).clamp(220.0, 420.0);
+    let side = (ui.available_height() - 56.0).min(ui.available_width() - 440.0).clamp(200.0, 420.0);
     let (rect, response) = ui.allocate_exact_size(Vec2::splat(side), Sense::click_and_drag());
     let painter = ui.painter_at(rect);
     painter.rect_filled(rect, 6.0, palette::PANEL);
@@ -158,10 +164,11 @@ fn pad(ui: &mut egui::Ui, params: &MoodfaderParams, shared: &Shared, setter: &Pa
 fn faders(ui: &mut egui::Ui, params: &MoodfaderParams, setter: &ParamSetter) {
     ui.label(egui::RichText::new("Attributes").color(palette::MUTED));
     ui.horizontal(|ui| {
+        ui.spacing_mut().item_spacing.x = 6.0;
         for a in Attribute::ALL {
             let p = params.attributes.get(a);
             ui.vertical(|ui| {
-                ui.set_width(36.0);
+                ui.set_width(46.0);
                 let (rect, resp) = ui.allocate_exact_size(Vec2::new(28.0, 150.0), Sense::click_and_drag());
                 let painter = ui.painter_at(rect);
                 let auto = p.auto.value();
@@ -189,9 +196,11 @@ fn faders(ui: &mut egui::Ui, params: &MoodfaderParams, setter: &ParamSetter) {
                 if resp.drag_stopped() {
                     setter.end_set_parameter(&p.value);
                 }
-                ui.label(egui::RichText::new(a.label()).size(10.0));
-                let text = if auto { "auto" } else { "manual" };
-                if ui.small_button(egui::RichText::new(text).color(if auto { palette::AUTO } else { palette::MUTED })).clicked() {
+                ui.add(egui::Label::new(egui::RichText::new(a.label()).size(10.0)).wrap_mode(egui::TextWrapMode::Truncate));
+                let text = if auto { "auto" } else { "man" };
+                let button = egui::Button::new(egui::RichText::new(text).size(10.0).color(if auto { palette::AUTO } else { palette::MUTED }))
+                    .wrap_mode(egui::TextWrapMode::Extend);
+                if ui.add(button).on_hover_text(format!("{}: follow the valence/arousal target (auto) or the fader (manual)", a.label())).clicked() {
                     setter.begin_set_parameter(&p.auto);
                     setter.set_parameter(&p.auto, !auto);
                     setter.end_set_parameter(&p.auto);
@@ -202,7 +211,8 @@ fn faders(ui: &mut egui::Ui, params: &MoodfaderParams, setter: &ParamSetter) {
 }
 
 fn continuation_controls(ui: &mut egui::Ui, params: &MoodfaderParams, setter: &ParamSetter) {
-    ui.label(egui::RichText::new("Continuation — generator not built yet; settings are saved").color(palette::MUTED));
+    ui.label(egui::RichText::new("Continuation").color(palette::MUTED));
+    ui.label(egui::RichText::new("generator not built yet — settings are saved with the project").size(10.0).color(palette::MUTED));
     ui.add_enabled_ui(false, |ui| {
         ui.horizontal(|ui| {
             ui.label(format!("{}: {}", params.continuation.name(), params.continuation));
@@ -211,8 +221,10 @@ fn continuation_controls(ui: &mut egui::Ui, params: &MoodfaderParams, setter: &P
                 TriggerMode::Follow => "follow",
                 TriggerMode::CallResponse => "call and response",
             }));
+        });
+        ui.horizontal(|ui| {
             ui.label(format!("Bars: {}", params.bars.value()));
-            ui.label(format!("Temp: {:.2}", params.temperature.value()));
+            ui.label(format!("Temperature: {:.2}", params.temperature.value()));
             ui.label(format!("Seed: {}", params.seed.value()));
         });
     });
@@ -225,17 +237,16 @@ fn continuation_controls(ui: &mut egui::Ui, params: &MoodfaderParams, setter: &P
     ui.horizontal(|ui| {
         toggle(ui, setter, &params.thru);
         toggle(ui, setter, &params.mood_cc);
-        ui.add_enabled_ui(false, |ui| {
-            ui.label(format!("Input: {} (audio: not built yet)", params.input_source));
-            ui.label(format!("Preview voice: {} (not built yet)", params.preview));
-        });
+    });
+    ui.add_enabled_ui(false, |ui| {
+        ui.label(format!("Input: {} (audio input not built yet)", params.input_source));
+        ui.label(format!("Preview voice: {} (not built yet)", params.preview));
     });
 }
 
 fn toggle(ui: &mut egui::Ui, setter: &ParamSetter, p: &BoolParam) {
     let on = p.value();
-    let text = format!("{} {}", if on { "●" } else { "○" }, p.name());
-    if ui.selectable_label(on, text).clicked() {
+    if ui.selectable_label(on, p.name()).clicked() {
         setter.begin_set_parameter(p);
         setter.set_parameter(p, !on);
         setter.end_set_parameter(p);

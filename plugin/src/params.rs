@@ -10,8 +10,8 @@ use nice_plug::prelude::*;
 use nice_plug_egui::EguiEditorState;
 
 /// Panel size in logical pixels at zoom 1.
-pub const EDITOR_WIDTH: u32 = 760;
-pub const EDITOR_HEIGHT: u32 = 520;
+pub const EDITOR_WIDTH: u32 = 900;
+pub const EDITOR_HEIGHT: u32 = 540;
 
 #[derive(Enum, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TriggerMode {
