@@ -278,3 +278,21 @@ fn status_line(ui: &mut egui::Ui, shared: &Shared) {
         .color(palette::MUTED),
     );
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pad_mapping_round_trips_and_clamps() {
+        let rect = Rect::from_min_size(Pos2::new(10.0, 20.0), Vec2::new(200.0, 100.0));
+        for (v, a) in [(0.0, 0.0), (1.0, 1.0), (-1.0, 0.5), (0.25, -0.75)] {
+            let p = va_to_pad(rect, v, a);
+            let (v2, a2) = pad_to_va(rect, p);
+            assert!((v - v2).abs() < 1e-6 && (a - a2).abs() < 1e-6);
+        }
+        // Arousal is up, valence is right.
+        assert_eq!(va_to_pad(rect, 1.0, 1.0), Pos2::new(210.0, 20.0));
+        assert_eq!(pad_to_va(rect, Pos2::new(-50.0, 500.0)), (-1.0, -1.0));
+    }
+}

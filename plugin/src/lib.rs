@@ -22,13 +22,16 @@ use params::{InputSource, MoodfaderParams};
 /// mood CCs). More in one block are dropped and counted.
 const MAX_OUT_EVENTS_PER_BLOCK: usize = 1024;
 
+// `cargo xtask bundle` sets MOODFADER_PAYLOAD_DIR to the sha256-checked cache of `cargo xtask setup`.
 #[cfg(feature = "embed-runtime")]
 static EMBEDDED_ORT_LIB: &[u8] = include_bytes!(concat!(env!("MOODFADER_PAYLOAD_DIR"), "/libonnxruntime.so.1.31.1"));
+#[cfg(feature = "embed-runtime")]
+static EMBEDDED_BASIC_PITCH: &[u8] = include_bytes!(concat!(env!("MOODFADER_PAYLOAD_DIR"), "/nmp.onnx"));
 
 /// The ONNX Runtime library carried by this binary, if it was bundled with one.
 pub fn embedded_runtime() -> Option<EmbeddedRuntime> {
     #[cfg(feature = "embed-runtime")]
-    return Some(EmbeddedRuntime { lib: EMBEDDED_ORT_LIB });
+    return Some(EmbeddedRuntime { lib: EMBEDDED_ORT_LIB, basic_pitch: EMBEDDED_BASIC_PITCH });
     #[cfg(not(feature = "embed-runtime"))]
     None
 }

@@ -736,3 +736,27 @@ pub fn degraded_runtime_scenario(label: &str) {
     host.shutdown();
     assert!(failures.is_empty(), "{label}:\n{}", failures.join("\n"));
 }
+
+/// Runs [`degraded_runtime_scenario`] in a process whose plugin sees `vars` and a fresh
+/// `XDG_CACHE_HOME` (returned, so the caller can look inside). Call once per test process,
+/// before anything loads the plugin: it sets environment variables.
+pub fn run_degraded(name: &str, label: &str, vars: &[(&str, &std::ffi::OsStr)]) -> tempfile::TempDir {
+    crate::clap_path(); // fail loudly first if the plugin is not built
+    let cache = tempfile::Builder::new()
+        .prefix("moodfader-test-cache-")
+        .tempdir()
+        .expect("creating a temp dir");
+    // SAFETY: each degraded-mode test is the only test in its process and sets these before the
+    // plugin is loaded; nothing else reads the environment concurrently.
+    unsafe {
+        for (k, v) in vars {
+            std::env::set_var(k, v);
+        }
+        std::env::set_var("XDG_CACHE_HOME", cache.path());
+    }
+    let label = label.to_string();
+    crate::guard::run_guarded(name, std::time::Duration::from_secs(120), move || {
+        degraded_runtime_scenario(&label);
+    });
+    cache
+}

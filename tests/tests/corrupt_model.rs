@@ -4,14 +4,11 @@
 //!
 //! Thread: test thread; the body runs on its own guarded thread (the CLAP main thread).
 
-use moodfader_tests::guard::run_guarded;
-use moodfader_tests::scenario::{Lcg, degraded_runtime_scenario};
-use moodfader_tests::{clap_path, workspace_root};
-use std::time::Duration;
+use moodfader_tests::scenario::{Lcg, run_degraded};
+use moodfader_tests::workspace_root;
 
 #[test]
 fn corrupt_model_degrades_to_thru() {
-    clap_path(); // fail loudly first if the plugin is not built
     let models = tempfile::Builder::new()
         .prefix("moodfader-test-corrupt-models-")
         .tempdir()
@@ -31,16 +28,9 @@ fn corrupt_model_degrades_to_thru() {
             json.display()
         );
     }
-    let cache = tempfile::Builder::new()
-        .prefix("moodfader-test-cache-")
-        .tempdir()
-        .expect("creating a temp dir");
-    // SAFETY: the only test in this process; set before the plugin is loaded.
-    unsafe {
-        std::env::set_var("MOODFADER_MODEL_DIR", models.path());
-        std::env::set_var("XDG_CACHE_HOME", cache.path());
-    }
-    run_guarded("corrupt_model", Duration::from_secs(120), || {
-        degraded_runtime_scenario("corrupt model (4 KiB of random bytes as emotion_va.onnx)");
-    });
+    run_degraded(
+        "corrupt_model",
+        "corrupt model (4 KiB of random bytes as emotion_va.onnx)",
+        &[("MOODFADER_MODEL_DIR", models.path().as_os_str())],
+    );
 }

@@ -4,30 +4,18 @@
 //!
 //! Thread: test thread; the body runs on its own guarded thread (the CLAP main thread).
 
-use moodfader_tests::clap_path;
-use moodfader_tests::guard::run_guarded;
-use moodfader_tests::scenario::degraded_runtime_scenario;
-use std::time::Duration;
+use moodfader_tests::scenario::run_degraded;
 
 #[test]
 fn missing_runtime_degrades_to_thru() {
-    clap_path(); // fail loudly first if the plugin is not built
-    let cache = tempfile::Builder::new()
-        .prefix("moodfader-test-cache-")
-        .tempdir()
-        .expect("creating a temp dir");
-    // SAFETY: the only test in this process; set before the plugin is loaded.
-    unsafe {
-        std::env::set_var(
-            "MOODFADER_ORT_DYLIB",
-            "/nonexistent/libonnxruntime.so.1.31.1",
-        );
-        std::env::set_var("MOODFADER_NO_EMBEDDED_RUNTIME", "1");
-        std::env::set_var("XDG_CACHE_HOME", cache.path());
-    }
-    run_guarded("missing_runtime", Duration::from_secs(120), || {
-        degraded_runtime_scenario("missing runtime (MOODFADER_ORT_DYLIB=/nonexistent/...)");
-    });
+    let cache = run_degraded(
+        "missing_runtime",
+        "missing runtime (MOODFADER_ORT_DYLIB=/nonexistent/...)",
+        &[
+            ("MOODFADER_ORT_DYLIB", "/nonexistent/libonnxruntime.so.1.31.1".as_ref()),
+            ("MOODFADER_NO_EMBEDDED_RUNTIME", "1".as_ref()),
+        ],
+    );
     let unpacked: Vec<_> = walk(cache.path())
         .into_iter()
         .filter(|p| p.to_string_lossy().contains("onnxruntime"))

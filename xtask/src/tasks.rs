@@ -145,15 +145,7 @@ pub fn demo(ws: &Workspace) -> Result<()> {
     let csv = out_dir.join("demo_curve.csv");
     let json = out_dir.join("demo_curve.json");
 
-    let mut cmd = cargo_cmd([
-        "run",
-        "--release",
-        "-p",
-        PLUGIN_PACKAGE,
-        "--bin",
-        PLUGIN_PACKAGE,
-        "--",
-    ]);
+    let mut cmd = moodfader_cli();
     cmd.arg("analyze")
         .arg(&midi)
         .arg("--csv")
@@ -210,6 +202,11 @@ pub fn format_csv_table(csv: &str) -> String {
 /// `cargo xtask bench [--quick]`: engine benches, then the plugin-host benches against a release
 /// bundle. `--quick` runs only `[[bench]]` targets (libtest would reject criterion's flags) with
 /// short criterion timings.
+/// `cargo run --release -p moodfader --bin moodfader --`: the command line, ready for its arguments.
+fn moodfader_cli() -> Command {
+    cargo_cmd(["run", "--release", "-p", PLUGIN_PACKAGE, "--bin", PLUGIN_PACKAGE, "--"])
+}
+
 pub fn bench(ws: &Workspace, quick: bool) -> Result<()> {
     let rt = runtime::setup(ws)?;
     let bench_cmd = |package: &str| {
@@ -294,15 +291,7 @@ pub fn train_emotion(ws: &Workspace, script_args: &[String]) -> Result<()> {
     let work = train_dir.join("work");
     fs::create_dir_all(&work).with_context(|| format!("{}: cannot create", work.display()))?;
     let features = work.join("vgmidi_features.csv");
-    let mut export = cargo_cmd([
-        "run",
-        "--release",
-        "-p",
-        PLUGIN_PACKAGE,
-        "--bin",
-        PLUGIN_PACKAGE,
-        "--",
-    ]);
+    let mut export = moodfader_cli();
     export
         .arg("export-features")
         .arg("--data")

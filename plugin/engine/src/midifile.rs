@@ -190,6 +190,30 @@ impl Piece {
     }
 }
 
+/// Builds a format-0 Standard MIDI File from (delta ticks, raw event bytes) pairs, adding the
+/// end-of-track event. For tests and small generated files.
+pub fn single_track_smf<'a>(ticks_per_quarter: u16, events: impl IntoIterator<Item = (u32, &'a [u8])>) -> Vec<u8> {
+    let mut track = Vec::new();
+    for (delta, bytes) in events {
+        let mut d = delta;
+        let mut stack = vec![(d & 0x7f) as u8];
+        d >>= 7;
+        while d > 0 {
+            stack.push((d & 0x7f) as u8 | 0x80);
+            d >>= 7;
+        }
+        track.extend(stack.iter().rev());
+        track.extend_from_slice(bytes);
+    }
+    track.extend_from_slice(&[0, 0xff, 0x2f, 0]);
+    let mut out = b"MThd\0\0\0\x06\0\0\0\x01".to_vec();
+    out.extend_from_slice(&ticks_per_quarter.to_be_bytes());
+    out.extend_from_slice(b"MTrk");
+    out.extend_from_slice(&(track.len() as u32).to_be_bytes());
+    out.extend(track);
+    out
+}
+
 /// Bars of the meter map covering ticks `0..end_tick`. A meter change starts a new bar.
 fn bars_for(tpq: u32, map: &TempoMap, meters: &[MeterChange], end_tick: u64) -> Result<Vec<BarWindow>> {
     let mut bars = Vec::new();
@@ -231,27 +255,8 @@ fn bars_for(tpq: u32, map: &TempoMap, meters: &[MeterChange], end_tick: u64) -> 
 mod tests {
     use super::*;
 
-    /// Builds a one-track MIDI file from (delta, bytes) pairs.
-    pub(crate) fn smf(tpq: u16, events: &[(u32, &[u8])]) -> Vec<u8> {
-        let mut track = Vec::new();
-        for (delta, bytes) in events {
-            let mut d = *delta;
-            let mut stack = vec![(d & 0x7f) as u8];
-            d >>= 7;
-            while d > 0 {
-                stack.push((d & 0x7f) as u8 | 0x80);
-                d >>= 7;
-            }
-            track.extend(stack.iter().rev());
-            track.extend_from_slice(bytes);
-        }
-        track.extend_from_slice(&[0, 0xff, 0x2f, 0]);
-        let mut out = b"MThd\0\0\0\x06\0\0\0\x01".to_vec();
-        out.extend_from_slice(&tpq.to_be_bytes());
-        out.extend_from_slice(b"MTrk");
-        out.extend_from_slice(&(track.len() as u32).to_be_bytes());
-        out.extend(track);
-        out
+    fn smf(tpq: u16, events: &[(u32, &[u8])]) -> Vec<u8> {
+        single_track_smf(tpq, events.iter().map(|(d, b)| (*d, *b)))
     }
 
     #[test]

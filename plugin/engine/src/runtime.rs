@@ -24,10 +24,13 @@ pub const ORT_LIB_FILE: &str = "libonnxruntime.so.1.31.1";
 pub const ENV_ORT_DYLIB: &str = "MOODFADER_ORT_DYLIB";
 pub const ENV_NO_EMBEDDED: &str = "MOODFADER_NO_EMBEDDED_RUNTIME";
 
-/// Runtime library bytes carried inside a bundle.
+/// The runtime library and model files carried inside a bundle.
 #[derive(Clone, Copy)]
 pub struct EmbeddedRuntime {
+    /// `libonnxruntime.so.1.31.1`.
     pub lib: &'static [u8],
+    /// Basic Pitch's `nmp.onnx` (from the basic-pitch 0.4.0 wheel), for audio transcription.
+    pub basic_pitch: &'static [u8],
 }
 
 static ENVIRONMENT: OnceLock<ort::environment::Environment> = OnceLock::new();

@@ -3,29 +3,10 @@
 //! Thread: test
 
 use moodfader_engine::features::{FEATURE_NAMES, NUM_FEATURES, features_for_bars};
-use moodfader_engine::midifile::parse_midi;
+use moodfader_engine::midifile::{parse_midi, single_track_smf};
 
-/// Builds a format-0 MIDI file from (delta ticks, event bytes).
 fn smf(tpq: u16, events: &[(u32, Vec<u8>)]) -> Vec<u8> {
-    let mut track = Vec::new();
-    for (delta, bytes) in events {
-        let mut d = *delta;
-        let mut stack = vec![(d & 0x7f) as u8];
-        d >>= 7;
-        while d > 0 {
-            stack.push((d & 0x7f) as u8 | 0x80);
-            d >>= 7;
-        }
-        track.extend(stack.iter().rev());
-        track.extend_from_slice(bytes);
-    }
-    track.extend_from_slice(&[0, 0xff, 0x2f, 0]);
-    let mut out = b"MThd\0\0\0\x06\0\0\0\x01".to_vec();
-    out.extend_from_slice(&tpq.to_be_bytes());
-    out.extend_from_slice(b"MTrk");
-    out.extend_from_slice(&(track.len() as u32).to_be_bytes());
-    out.extend(track);
-    out
+    single_track_smf(tpq, events.iter().map(|(d, b)| (*d, b.as_slice())))
 }
 
 fn idx(name: &str) -> usize {
