@@ -66,7 +66,12 @@ impl AttributeParam {
                 }))
                 .with_string_to_value(Arc::new(|s| s.split_whitespace().next()?.parse().ok())),
             auto: BoolParam::new(format!("{} auto", a.label()), true)
-                .with_value_to_string(Arc::new(|on| if on { "Auto".into() } else { "Manual".into() })),
+                .with_value_to_string(Arc::new(|on| if on { "Auto".into() } else { "Manual".into() }))
+                .with_string_to_value(Arc::new(|s| match s.trim().to_ascii_lowercase().as_str() {
+                    "auto" | "on" | "1" | "true" => Some(true),
+                    "manual" | "off" | "0" | "false" => Some(false),
+                    _ => None,
+                })),
         }
     }
 }
@@ -194,6 +199,9 @@ impl Default for MoodfaderParams {
             trigger_note: IntParam::new("Trigger note", 128, IntRange::Linear { min: 0, max: 128 })
                 .with_value_to_string(Arc::new(|v| {
                     if v >= 128 { "Off".into() } else { formatters::v2s_i32_key_formatter()(v) }
+                }))
+                .with_string_to_value(Arc::new(|s| {
+                    if s.trim().eq_ignore_ascii_case("off") { Some(128) } else { formatters::s2v_i32_key_formatter()(s) }
                 })),
             out_channel: IntParam::new("Output channel", 1, IntRange::Linear { min: 1, max: 16 }),
             input_source: EnumParam::new("Input", InputSource::Midi),
