@@ -137,7 +137,9 @@ impl Plugin for Moodfader {
         _aux: &mut AuxiliaryBuffers,
         context: &mut impl ProcessContext<Self>,
     ) -> ProcessStatus {
-        // Audio passes through untouched: the host already copied input to output.
+        // Audio passes through (the host already copied input to output), except that subnormal
+        // samples become signed zeros: denormal input must not make denormal output downstream.
+        flush_subnormals(buffer);
         let Some(audio) = self.audio.as_deref_mut() else {
             return ProcessStatus::Normal;
         };
@@ -202,6 +204,17 @@ impl Plugin for Moodfader {
         }
         audio.end_block();
         ProcessStatus::Normal
+    }
+}
+
+/// Replaces subnormal samples by a zero of the same sign; every other value is left bit for bit.
+fn flush_subnormals(buffer: &mut Buffer) {
+    for channel in buffer.as_slice().iter_mut() {
+        for x in channel.iter_mut() {
+            if x.is_subnormal() {
+                *x = 0.0f32.copysign(*x);
+            }
+        }
     }
 }
 

@@ -112,8 +112,10 @@ impl AttributeParams {
     }
 }
 
+/// "+0.42", "-0.10", and "0.00" (never "-0.00", which would not read back the same).
 fn signed(v: f32) -> String {
-    format!("{v:+.2}")
+    let rounded = (v * 100.0).round() / 100.0;
+    if rounded == 0.0 { "0.00".into() } else { format!("{rounded:+.2}") }
 }
 
 #[derive(Params)]

@@ -30,7 +30,7 @@ fn every_released_id_is_declared() {
 fn text_round_trips_for_every_parameter() {
     let params = MoodfaderParams::default();
     for (id, ptr, _) in params.param_map() {
-        for normalized in [0.0f32, 0.1, 0.25, 0.5, 0.505_050_5, 0.75, 0.9, 1.0] {
+        for normalized in [0.0f32, 0.1, 0.25, 0.4998, 0.5, 0.5002, 0.505_050_5, 0.75, 0.9, 1.0] {
             // SAFETY: `ptr` points into `params`, which outlives this loop.
             unsafe {
                 let text = ptr.normalized_value_to_string(normalized, true);
