@@ -65,6 +65,13 @@ impl Default for Moodfader {
     }
 }
 
+impl Moodfader {
+    /// The state shared with the worker and the panel (for tests and tools).
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+}
+
 impl Plugin for Moodfader {
     const NAME: &'static str = "Moodfader";
     const VENDOR: &'static str = "Moodfader";

@@ -153,6 +153,13 @@ impl Rig {
         });
     }
 
+    /// Runs one block with whatever `self.ctx.transport` holds (tests set it to anything).
+    pub fn process_raw(&mut self, buffer: &mut Buffer<'_>) -> ProcessStatus {
+        self.ctx.next_input = 0;
+        let mut aux = AuxiliaryBuffers { inputs: &mut [], outputs: &mut [] };
+        self.plugin.process(buffer, &mut aux, &mut self.ctx)
+    }
+
     /// Runs one block of `n` samples with a playing transport at 120 BPM; returns nothing, output
     /// events are in `self.ctx.output`. Does not allocate (the buffer's slice list is reused).
     pub fn process(&mut self, n: usize, buffer: &mut Buffer<'_>) -> ProcessStatus {
