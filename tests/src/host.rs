@@ -32,7 +32,7 @@ use clack_extensions::params::{
     HostParams, HostParamsImplMainThread, HostParamsImplShared, ParamClearFlags, ParamInfoBuffer,
     ParamRescanFlags, PluginParams,
 };
-use clack_extensions::state::{HostState, HostStateImpl};
+use clack_extensions::state::{HostState, HostStateImpl, PluginState};
 use clack_extensions::thread_check::{HostThreadCheck, HostThreadCheckImpl};
 use clack_host::events::event_types::{TransportEvent, TransportFlags};
 use clack_host::events::{EventFlags, EventHeader};
@@ -90,6 +90,7 @@ pub struct HostShared {
     audio_ports: OnceLock<Option<PluginAudioPorts>>,
     note_ports: OnceLock<Option<PluginNotePorts>>,
     latency: OnceLock<Option<PluginLatency>>,
+    state: OnceLock<Option<PluginState>>,
 }
 
 impl<'a> SharedHandler<'a> for HostShared {
@@ -98,6 +99,7 @@ impl<'a> SharedHandler<'a> for HostShared {
         let _ = self.audio_ports.set(instance.get_extension());
         let _ = self.note_ports.set(instance.get_extension());
         let _ = self.latency.set(instance.get_extension());
+        let _ = self.state.set(instance.get_extension());
     }
 
     fn request_restart(&self) {
@@ -409,6 +411,7 @@ impl ClapTestHost {
                 audio_ports: OnceLock::new(),
                 note_ports: OnceLock::new(),
                 latency: OnceLock::new(),
+                state: OnceLock::new(),
             },
             |shared| HostMainThread { shared },
             &entry,
@@ -514,6 +517,23 @@ impl ClapTestHost {
         let params = self.shared().params.get().copied().flatten()?;
         let handle = self.instance().plugin_handle();
         params.get_value(&handle, ClapId::new(id))
+    }
+
+    /// The plugin's whole state as the host would save it in a project (`state.save`).
+    pub fn save_state(&mut self) -> Result<Vec<u8>> {
+        let state = self.shared().state.get().copied().flatten().context("plugin has no state extension")?;
+        let mut handle = self.instance().plugin_handle();
+        let mut out = Vec::new();
+        state.save(&mut handle, &mut out).map_err(|e| anyhow::anyhow!("state.save failed: {e:?}"))?;
+        Ok(out)
+    }
+
+    /// Restores a saved state (`state.load`), as a host does when it opens a project.
+    pub fn load_state(&mut self, bytes: &[u8]) -> Result<()> {
+        let state = self.shared().state.get().copied().flatten().context("plugin has no state extension")?;
+        let mut handle = self.instance().plugin_handle();
+        let mut reader = bytes;
+        state.load(&mut handle, &mut reader).map_err(|e| anyhow::anyhow!("state.load failed: {e:?}"))
     }
 
     /// The plugin's own parse of `text` into a CLAP plain value (`params.text_to_value`), e.g.
