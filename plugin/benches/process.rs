@@ -1,5 +1,6 @@
 //! `process()` per 64-frame block at 48 kHz with 16 MIDI events (product.md budget: median
-//! ≤ 2 µs, zero allocations), called in-process through the `Plugin` trait.
+//! ≤ 2 µs, zero allocations), called in-process through the `Plugin` trait; and the cost of
+//! instantiating the plugin as a host scan does (budget ≤ 20 ms).
 //!
 //! Thread: bench (plays the audio thread)
 
@@ -49,5 +50,17 @@ fn bench_process(c: &mut Criterion) {
     assert_eq!(total_allocs, 0, "process() allocated");
 }
 
-criterion_group!(benches, bench_process);
+/// What a host scan costs the plugin: construct it and list its parameters (budget ≤ 20 ms,
+/// nothing loaded: no runtime, no model, no thread).
+fn bench_instantiate(c: &mut Criterion) {
+    c.bench_function("instantiate_and_list_params", |b| {
+        b.iter(|| {
+            let plugin = moodfader::Moodfader::default();
+            let params = nice_plug::prelude::Plugin::params(&plugin);
+            std::hint::black_box(params.param_map().len())
+        })
+    });
+}
+
+criterion_group!(benches, bench_process, bench_instantiate);
 criterion_main!(benches);

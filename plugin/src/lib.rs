@@ -49,6 +49,7 @@ pub struct Moodfader {
     /// Preallocated; never grows in `process()`.
     out_events: Vec<(u32, OutEvent)>,
     was_playing: bool,
+    was_bypassed: bool,
 }
 
 impl Default for Moodfader {
@@ -61,6 +62,7 @@ impl Default for Moodfader {
             worker: None,
             out_events: Vec::new(),
             was_playing: false,
+            was_bypassed: false,
         }
     }
 }
@@ -114,7 +116,7 @@ impl Plugin for Moodfader {
         let (audio_ends, worker_ends) = bridge::queues();
         self.audio = Some(AudioSide::new(audio_ends, self.shared.clone(), buffer_config.sample_rate as f64));
         self.out_events = Vec::with_capacity(MAX_OUT_EVENTS_PER_BLOCK);
-        let config = WorkerConfig { embedded_runtime: embedded_runtime() };
+        let config = WorkerConfig { embedded_runtime: embedded_runtime(), ..WorkerConfig::default() };
         match Worker::spawn(config, self.shared.clone(), worker_ends) {
             Ok(w) => self.worker = Some(w),
             Err(e) => self.shared.set_status(
@@ -168,14 +170,20 @@ impl Plugin for Moodfader {
                 out.push((timing, ev));
             }
         };
-        if self.was_playing && !info.playing {
+        let bypassed = self.params.bypass.value();
+        if (self.was_playing && !info.playing) || (bypassed && !self.was_bypassed) {
             audio.all_notes_off(&mut push);
         }
         self.was_playing = info.playing;
-        let mood_channel = self.params.mood_cc.value().then(|| (self.params.out_channel.value() - 1).clamp(0, 15) as u8);
-        audio.due_events(mood_channel, &mut push);
+        self.was_bypassed = bypassed;
+        if !bypassed {
+            let mood_channel =
+                self.params.mood_cc.value().then(|| (self.params.out_channel.value() - 1).clamp(0, 15) as u8);
+            audio.due_events(mood_channel, &mut push);
+        }
 
-        let thru = self.params.thru.value();
+        // Bypassed, the heard MIDI passes through whatever "MIDI thru" says.
+        let thru = bypassed || self.params.thru.value();
         let mut next_out = 0usize;
         while let Some(ev) = context.next_event() {
             let timing = ev.timing();

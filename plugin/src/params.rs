@@ -162,6 +162,9 @@ pub struct MoodfaderParams {
     /// Send the live estimate as MIDI CC 20 (valence) and 21 (arousal) on the output channel.
     #[id = "mood_cc"]
     pub mood_cc: BoolParam,
+    /// The host's bypass: audio and MIDI pass through, nothing is generated or sent.
+    #[id = "bypass"]
+    pub bypass: BoolParam,
 }
 
 impl Default for MoodfaderParams {
@@ -210,6 +213,7 @@ impl Default for MoodfaderParams {
             preview: BoolParam::new("Preview voice", false),
             thru: BoolParam::new("MIDI thru", true),
             mood_cc: BoolParam::new("Mood CC out", false),
+            bypass: BoolParam::new("Bypass", false).make_bypass(),
         }
     }
 }

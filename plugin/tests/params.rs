@@ -13,7 +13,7 @@ const RELEASED_IDS: &[&str] = &[
     "ndens_v", "ndens_auto", "rdens_v", "rdens_auto", "dyn_v", "dyn_auto", "reg_v", "reg_auto",
     "range_v", "range_auto", "mode_v", "mode_auto", "artic_v", "artic_auto", "tens_v", "tens_auto",
     "cont_on", "trigger", "bars", "temp", "seed", "gen", "trig_note", "out_ch", "in_src", "preview",
-    "thru", "mood_cc",
+    "thru", "mood_cc", "bypass",
 ];
 
 #[test]

@@ -25,6 +25,9 @@ pub const POLL_INTERVAL_MS: u64 = 5;
 pub struct WorkerConfig {
     /// Runtime library carried by the plugin binary, if any.
     pub embedded_runtime: Option<EmbeddedRuntime>,
+    /// Fault injection for tests: panic inside the loop after this many estimator updates.
+    #[doc(hidden)]
+    pub panic_after_updates: Option<u32>,
 }
 
 /// Owns the worker thread; dropping it stops and joins the thread.
@@ -101,6 +104,7 @@ fn run(config: WorkerConfig, shared: &Shared, mut ends: WorkerEnds, stop: &Atomi
     };
 
     let mut live = LiveEstimator::new();
+    let mut num_updates = 0u32;
     let mut raw_out = Vec::with_capacity(1);
     let mut last_update = Instant::now() - Duration::from_millis(UPDATE_INTERVAL_MS);
     while !stop.load(Ordering::Acquire) {
@@ -116,6 +120,10 @@ fn run(config: WorkerConfig, shared: &Shared, mut ends: WorkerEnds, stop: &Atomi
         }
         if last_update.elapsed() >= Duration::from_millis(UPDATE_INTERVAL_MS) {
             last_update = Instant::now();
+            num_updates += 1;
+            if config.panic_after_updates.is_some_and(|n| num_updates > n) {
+                panic!("injected fault after {n} updates", n = num_updates - 1);
+            }
             if let Some(m) = model.as_mut() {
                 let started = Instant::now();
                 let now_s = shared.now_s.load(Ordering::Relaxed);
