@@ -47,6 +47,13 @@ fn bench_process(c: &mut Criterion) {
     };
     c.bench_function("process_64_frames_48k_16_events", |b| b.iter(|| run(&mut rig, &mut buffer)));
     println!("process(): {total_allocs} allocations in {num_calls} calls (budget: 0)");
+    // For `cargo xtask bench`'s summary table.
+    let dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"))
+        .join("moodfader-bench");
+    let _ = std::fs::create_dir_all(&dir);
+    let _ = std::fs::write(dir.join("process_allocs.json"), format!("{{\"allocations\": {total_allocs}, \"calls\": {num_calls}}}"));
     assert_eq!(total_allocs, 0, "process() allocated");
 }
 

@@ -2,6 +2,7 @@
 //! and `train` to their modules, and passes anything else through to `nice-plug-xtask`.
 //! Thread: any
 
+mod budgets;
 mod cargo_args;
 mod invariants;
 mod runtime;

@@ -222,7 +222,8 @@ pub fn bench(ws: &Workspace, quick: bool) -> Result<()> {
     for package in ["moodfader-engine", "moodfader"] {
         workspace::run(&format!("cargo bench -p {package}"), &mut bench_cmd(package))?;
     }
-    println!("xtask bench: done{}", if quick { " (quick)" } else { "" });
+    println!("{}", crate::budgets::summary(&ws.target_dir));
+    println!("xtask bench: done{}", if quick { " (quick: timings are indicative only)" } else { "" });
     Ok(())
 }
 

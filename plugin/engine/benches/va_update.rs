@@ -48,6 +48,16 @@ fn bench_update(c: &mut Criterion) {
     times_us.sort_by(f64::total_cmp);
     let p = |q: f64| times_us[((times_us.len() - 1) as f64 * q) as usize];
     println!("va_update over 2000 updates: p50 {:.1} µs, p99 {:.1} µs, max {:.1} µs (budget p99 ≤ 1000 µs)", p(0.5), p(0.99), p(1.0));
+    // For `cargo xtask bench`'s summary table.
+    let dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target"))
+        .join("moodfader-bench");
+    let _ = std::fs::create_dir_all(&dir);
+    let _ = std::fs::write(
+        dir.join("va_update.json"),
+        format!("{{\"p50_us\": {:.3}, \"p99_us\": {:.3}, \"max_us\": {:.3}}}", p(0.5), p(0.99), p(1.0)),
+    );
     let mut k = 0;
     c.bench_function("va_update", |b| {
         b.iter(|| {
