@@ -162,6 +162,7 @@ impl Plugin for Moodfader {
             pos_beats: t.pos_beats(),
         };
         audio.begin_block(&info, num_samples);
+        publish_controls(&self.params, &self.shared.controls);
 
         let out = &mut self.out_events;
         out.clear();
@@ -220,6 +221,41 @@ impl Plugin for Moodfader {
         audio.end_block();
         ProcessStatus::Normal
     }
+}
+
+/// Copies the parameters the worker needs into its atomics (relaxed stores; no allocation).
+fn publish_controls(p: &MoodfaderParams, c: &moodfader_engine::bridge::Controls) {
+    use std::sync::atomic::Ordering::Relaxed;
+    c.target_valence.store(p.target_valence.value(), Relaxed);
+    c.target_arousal.store(p.target_arousal.value(), Relaxed);
+    c.steer.store(p.steer.value(), Relaxed);
+    for (i, a) in moodfader_engine::Attribute::ALL.into_iter().enumerate() {
+        let fader = p.attributes.get(a);
+        c.attribute[i].store(fader.value.value(), Relaxed);
+        c.attribute_auto[i].store(fader.auto.value(), Relaxed);
+    }
+    c.continuation_on.store(p.continuation.value(), Relaxed);
+    c.trigger_mode.store(
+        match p.trigger.value() {
+            params::TriggerMode::OnDemand => 0,
+            params::TriggerMode::Follow => 1,
+            params::TriggerMode::CallResponse => 2,
+        },
+        Relaxed,
+    );
+    c.num_bars.store(p.bars.value().clamp(1, 16) as u32, Relaxed);
+    c.temperature.store(p.temperature.value(), Relaxed);
+    c.seed.store(p.seed.value().max(0) as u32, Relaxed);
+    c.out_channel.store((p.out_channel.value() - 1).clamp(0, 15) as u8, Relaxed);
+    c.input_source.store(
+        match p.input_source.value() {
+            InputSource::Midi => 0,
+            InputSource::Audio => 1,
+            InputSource::Both => 2,
+        },
+        Relaxed,
+    );
+    c.preview.store(p.preview.value(), Relaxed);
 }
 
 /// Replaces subnormal samples by a zero of the same sign; every other value is left bit for bit.

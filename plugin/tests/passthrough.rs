@@ -28,6 +28,11 @@ fn audio_passes_bit_exact_and_subnormals_flush() {
         .collect();
     left.copy_from_slice(&input);
     right.copy_from_slice(&input);
+    // As a host would: set "bars" to its maximum before this block.
+    let params = nice_plug::prelude::Plugin::params(&rig.plugin);
+    let (_, bars, _) = params.param_map().into_iter().find(|(id, _, _)| id == "bars").unwrap();
+    // SAFETY: the pointer targets the plugin's live parameter object.
+    unsafe { bars._internal_set_normalized_value(1.0) };
     let mut buffer = Buffer::default();
     // SAFETY: the slices outlive the process() call and have `block` samples each.
     unsafe {
@@ -39,6 +44,10 @@ fn audio_passes_bit_exact_and_subnormals_flush() {
     };
     rig.process(block, &mut buffer);
     drop(buffer);
+    // The worker sees the parameters through atomics published every block.
+    let c = &rig.plugin.shared().controls;
+    assert_eq!(c.num_bars.load(std::sync::atomic::Ordering::Relaxed), 16);
+    assert!(c.attribute_auto.iter().all(|a| a.load(std::sync::atomic::Ordering::Relaxed)));
     for (ch, out) in [&left, &right].into_iter().enumerate() {
         for (i, (&x, &y)) in input.iter().zip(out.iter()).enumerate() {
             let want = if x.is_subnormal() { 0.0f32.copysign(x) } else { x };

@@ -74,6 +74,52 @@ impl WorkerStatus {
     }
 }
 
+/// The user's controls as the worker sees them: copied from the host's parameters by the audio
+/// thread once per block (relaxed atomic stores, no allocation), read by the worker whenever it
+/// plans or generates. Attribute order is [`crate::Attribute::ALL`].
+#[derive(Debug)]
+pub struct Controls {
+    pub target_valence: AtomicF32,
+    pub target_arousal: AtomicF32,
+    /// 0 = continue as heard, 1 = fully steered.
+    pub steer: AtomicF32,
+    /// Fader values in [0, 1].
+    pub attribute: [AtomicF32; 8],
+    /// Whether each fader follows the valence/arousal target.
+    pub attribute_auto: [AtomicBool; 8],
+    pub continuation_on: AtomicBool,
+    /// 0 on demand, 1 follow, 2 call and response.
+    pub trigger_mode: AtomicU8,
+    pub num_bars: AtomicU32,
+    pub temperature: AtomicF32,
+    pub seed: AtomicU32,
+    /// Zero-based output MIDI channel.
+    pub out_channel: AtomicU8,
+    /// 0 MIDI, 1 audio, 2 both.
+    pub input_source: AtomicU8,
+    pub preview: AtomicBool,
+}
+
+impl Default for Controls {
+    fn default() -> Self {
+        Self {
+            target_valence: AtomicF32::new(0.0),
+            target_arousal: AtomicF32::new(0.0),
+            steer: AtomicF32::new(0.5),
+            attribute: std::array::from_fn(|_| AtomicF32::new(0.5)),
+            attribute_auto: std::array::from_fn(|_| AtomicBool::new(true)),
+            continuation_on: AtomicBool::new(false),
+            trigger_mode: AtomicU8::new(0),
+            num_bars: AtomicU32::new(4),
+            temperature: AtomicF32::new(1.0),
+            seed: AtomicU32::new(1),
+            out_channel: AtomicU8::new(0),
+            input_source: AtomicU8::new(0),
+            preview: AtomicBool::new(false),
+        }
+    }
+}
+
 /// State shared by the audio thread, the worker and the panel.
 #[derive(Debug)]
 pub struct Shared {
@@ -122,6 +168,9 @@ pub struct Shared {
     pub trail_head: AtomicU32,
     pub trail_len: AtomicU32,
 
+    /// Written by the audio thread from the host's parameters; read by the worker.
+    pub controls: Controls,
+
     /// Human-readable status ("emotion model ready", or the reason it failed). Written by the
     /// worker, read by the panel. The audio thread never touches it.
     pub status_text: Mutex<String>,
@@ -154,6 +203,7 @@ impl Default for Shared {
             trail_arousal: std::array::from_fn(|_| AtomicF32::new(0.0)),
             trail_head: AtomicU32::new(0),
             trail_len: AtomicU32::new(0),
+            controls: Controls::default(),
             status_text: Mutex::new(String::from("not active")),
         }
     }
