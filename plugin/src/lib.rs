@@ -15,6 +15,7 @@ use nice_plug::prelude::*;
 
 pub mod editor;
 pub mod params;
+pub mod plot;
 
 use params::{InputSource, MoodfaderParams};
 

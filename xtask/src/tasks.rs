@@ -144,12 +144,15 @@ pub fn demo(ws: &Workspace) -> Result<()> {
         .with_context(|| format!("{}: cannot create", out_dir.display()))?;
     let csv = out_dir.join("demo_curve.csv");
     let json = out_dir.join("demo_curve.json");
+    let png = out_dir.join("demo_curve.png");
 
     let mut cmd = moodfader_cli();
     cmd.arg("analyze")
         .arg(&midi)
         .arg("--csv")
         .arg(&csv)
+        .arg("--plot")
+        .arg(&png)
         .arg("--json");
     cmd.env(ORT_DYLIB_ENV, &rt.ort_lib);
     let output = workspace::run_capture("moodfader analyze", &mut cmd)?;
@@ -167,6 +170,10 @@ pub fn demo(ws: &Workspace) -> Result<()> {
     println!("{}", format_csv_table(&table));
     println!("curve CSV:  {}", csv.display());
     println!("curve JSON: {}", json.display());
+    if !png.is_file() {
+        bail!("moodfader analyze: plot not written at {}", png.display());
+    }
+    println!("curve plot: {}", png.display());
     Ok(())
 }
 

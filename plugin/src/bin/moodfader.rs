@@ -1,7 +1,7 @@
 //! `moodfader`, the command line: the same engine as the plugin, on files.
 //!
 //! ```text
-//! moodfader analyze INPUT.mid [--json] [--csv FILE]
+//! moodfader analyze INPUT.mid [--json] [--csv FILE] [--plot FILE.png]
 //! moodfader export-features [--data DIR] -o OUT.csv
 //! ```
 //! Bad input prints one line naming the file and the problem and exits with code 2.
@@ -22,10 +22,11 @@ const USAGE: &str = "\
 moodfader — hears the mood of music (valence and arousal, each in [-1, 1])
 
 USAGE:
-    moodfader analyze INPUT.mid [--json] [--csv FILE]
+    moodfader analyze INPUT.mid [--json] [--csv FILE] [--plot FILE.png]
         Per-bar valence/arousal following the file's meter, and an overall value.
         --json       print {\"bars\":[{\"bar\",\"start_s\",\"valence\",\"arousal\"}...],\"overall\":{...}}
         --csv FILE   also write the per-bar curve as CSV
+        --plot FILE  also draw the curves on bands coloured by quadrant, as PNG
     moodfader export-features [--data DIR] -o OUT.csv
         Write the per-bar features of the labelled VGMIDI pieces for training
         (DIR defaults to $MOODFADER_DATA, else ../shared/data).
@@ -35,7 +36,7 @@ ENVIRONMENT:
     MOODFADER_ORT_DYLIB   path of libonnxruntime.so.1.31.1 (else the bundled or `cargo xtask setup` copy)
     MOODFADER_MODEL_DIR   folder with emotion_va.onnx and emotion_va.json (else the built-in model)
 
-Not in this version yet: `continue`, `transcribe`, WAV input, --plot.";
+Not in this version yet: `continue`, `transcribe`, WAV input.";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -129,9 +130,6 @@ fn analyze(args: &[String]) -> Result<()> {
     let [input] = a.positional.as_slice() else {
         return Err(usage("analyze takes exactly one INPUT file"));
     };
-    if a.has("--plot") {
-        bail!("--plot: not available in this version");
-    }
     let path = Path::new(input);
     let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
     match ext.as_str() {
@@ -147,6 +145,10 @@ fn analyze(args: &[String]) -> Result<()> {
     let analysis = analyze_piece(&piece, &mut model)?;
     if let Some(csv) = a.value("--csv") {
         write_atomically(Path::new(csv), to_csv(&analysis).as_bytes())?;
+    }
+    if let Some(png) = a.value("--plot") {
+        let title = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        moodfader::plot::plot_curve(&analysis, &title, Path::new(png))?;
     }
     if a.has("--json") {
         println!("{}", serde_json::to_string(&analysis)?);
