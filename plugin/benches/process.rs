@@ -29,7 +29,7 @@ fn bench_process(c: &mut Criterion) {
         rig.ctx.input.clear();
         rig.ctx.output.clear();
         for k in 0..NUM_EVENTS {
-            rig.note((k * BLOCK / NUM_EVENTS) as u32, (block_index + k) % 2 == 0, 48 + (k as u8 * 3) % 36, 100);
+            rig.note((k * BLOCK / NUM_EVENTS) as u32, (block_index + k).is_multiple_of(2), 48 + (k as u8 * 3) % 36, 100);
         }
         block_index += 1;
         let (status, n) = count_allocs(|| rig.process(BLOCK, buffer));

@@ -187,12 +187,11 @@ fn faders(ui: &mut egui::Ui, params: &MoodfaderParams, setter: &ParamSetter) {
                         setter.end_set_parameter(&p.auto);
                     }
                 }
-                if resp.dragged() {
-                    if let Some(pos) = resp.interact_pointer_pos() {
+                if resp.dragged()
+                    && let Some(pos) = resp.interact_pointer_pos() {
                         let v = ((rect.bottom() - pos.y) / rect.height()).clamp(0.0, 1.0);
                         setter.set_parameter(&p.value, v);
                     }
-                }
                 if resp.drag_stopped() {
                     setter.end_set_parameter(&p.value);
                 }

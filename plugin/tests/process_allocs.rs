@@ -42,15 +42,16 @@ fn process_never_allocates() {
                 rig.ctx.input.clear();
                 rig.ctx.output.clear();
                 for k in 0..(block.min(16)) {
-                    let t = (k * block / block.min(16).max(1)) as u32;
+                    let t = (k * block / block.clamp(1, 16)) as u32;
                     rig.note(t, (b + k) % 2 == 0, 48 + ((b * 7 + k * 5) % 36) as u8, 90);
                 }
                 {
                     let chans = buffer.as_slice();
-                    for i in 0..block {
+                    let (l, r) = chans.split_at_mut(1);
+                    for (i, (x, y)) in l[0].iter_mut().zip(r[0].iter_mut()).enumerate() {
                         let v = ((b * block + i) as f32 * 0.01).sin();
-                        chans[0][i] = v;
-                        chans[1][i] = if i % 97 == 0 { f32::NAN } else { -v };
+                        *x = v;
+                        *y = if i % 97 == 0 { f32::NAN } else { -v };
                     }
                 }
                 let ((), n) = count_allocs(|| {

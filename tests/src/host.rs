@@ -522,18 +522,18 @@ impl ClapTestHost {
     /// The plugin's whole state as the host would save it in a project (`state.save`).
     pub fn save_state(&mut self) -> Result<Vec<u8>> {
         let state = self.shared().state.get().copied().flatten().context("plugin has no state extension")?;
-        let mut handle = self.instance().plugin_handle();
+        let handle = self.instance().plugin_handle();
         let mut out = Vec::new();
-        state.save(&mut handle, &mut out).map_err(|e| anyhow::anyhow!("state.save failed: {e:?}"))?;
+        state.save(&handle, &mut out).map_err(|e| anyhow::anyhow!("state.save failed: {e:?}"))?;
         Ok(out)
     }
 
     /// Restores a saved state (`state.load`), as a host does when it opens a project.
     pub fn load_state(&mut self, bytes: &[u8]) -> Result<()> {
         let state = self.shared().state.get().copied().flatten().context("plugin has no state extension")?;
-        let mut handle = self.instance().plugin_handle();
+        let handle = self.instance().plugin_handle();
         let mut reader = bytes;
-        state.load(&mut handle, &mut reader).map_err(|e| anyhow::anyhow!("state.load failed: {e:?}"))
+        state.load(&handle, &mut reader).map_err(|e| anyhow::anyhow!("state.load failed: {e:?}"))
     }
 
     /// The plugin's own parse of `text` into a CLAP plain value (`params.text_to_value`), e.g.

@@ -39,7 +39,8 @@ fn pearson(a: &[f32; 12], b: &[f32; 12], rot: usize) -> f32 {
 /// Finds the best-fitting key for a duration-weighted pitch-class histogram.
 pub fn find_key(hist: &[f32; 12]) -> KeyEstimate {
     let total: f32 = hist.iter().sum();
-    if !(total > 1e-9) {
+    // NaN totals fall through to NONE too.
+    if total.partial_cmp(&1e-9) != Some(std::cmp::Ordering::Greater) {
         return KeyEstimate::NONE;
     }
     let (mut best_major, mut best_major_tonic) = (f32::MIN, 0usize);

@@ -160,7 +160,7 @@ impl LiveEstimator {
         let hists: [[f32; 12]; CONTEXT_MEAN_BARS] = std::array::from_fn(|k| pitch_class_hist(&self.scratch, &windows[k]));
         // Oldest first, like the bars of a file.
         let mut feats: [Features; CONTEXT_MEAN_BARS] = [[0.0; crate::features::NUM_FEATURES]; CONTEXT_MEAN_BARS];
-        for j in 0..num_bars_heard {
+        for (j, slot) in feats.iter_mut().enumerate().take(num_bars_heard) {
             let k = num_bars_heard - 1 - j;
             let mut key_hist = [0.0f32; 12];
             for h in &hists[k..num_bars_heard] {
@@ -168,7 +168,7 @@ impl LiveEstimator {
                     key_hist[pc] += h[pc];
                 }
             }
-            feats[j] = bar_features(&self.scratch, &windows[k], &key_hist);
+            *slot = bar_features(&self.scratch, &windows[k], &key_hist);
         }
         let onsets_in = |w: &BarWindow| {
             self.scratch.iter().filter(|n| !n.is_drum() && n.onset_s >= w.start_s && n.onset_s < w.end_s).count()

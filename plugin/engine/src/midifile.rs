@@ -123,11 +123,10 @@ pub fn parse_midi(bytes: &[u8]) -> Result<Piece> {
                         tempos.push(TempoChange { tick, us_per_quarter: us });
                     }
                 }
-                TrackEventKind::Meta(MetaMessage::TimeSignature(num, den_pow, _, _)) => {
-                    if num > 0 && den_pow < 7 {
+                TrackEventKind::Meta(MetaMessage::TimeSignature(num, den_pow, _, _))
+                    if num > 0 && den_pow < 7 => {
                         meters.push(MeterChange { tick, num: num as u32, den: 1 << den_pow });
                     }
-                }
                 _ => {}
             }
             if raw.len() > 2 * MAX_NOTES {

@@ -57,11 +57,10 @@ pub fn unpack_cached(bytes: &[u8], dir_prefix: &str, file_name: &str) -> Result<
     let root = cache_root().ok_or_else(|| anyhow!("no cache folder: neither XDG_CACHE_HOME nor HOME is set"))?;
     let dir = root.join(format!("{dir_prefix}-{}", &sha[..16]));
     let path = dir.join(file_name);
-    if let Ok(existing) = std::fs::read(&path) {
-        if sha256_hex(&existing) == sha {
+    if let Ok(existing) = std::fs::read(&path)
+        && sha256_hex(&existing) == sha {
             return Ok(path);
         }
-    }
     std::fs::create_dir_all(&dir).with_context(|| format!("{}: cannot create folder", dir.display()))?;
     let tmp = dir.join(format!(".{file_name}.{}.tmp", std::process::id()));
     {
@@ -88,11 +87,10 @@ fn dev_cache_candidates() -> Vec<PathBuf> {
 
 fn beside_binary_candidates() -> Vec<PathBuf> {
     let mut out = Vec::new();
-    if let Ok(exe) = std::env::current_exe() {
-        if let Some(dir) = exe.parent() {
+    if let Ok(exe) = std::env::current_exe()
+        && let Some(dir) = exe.parent() {
             out.push(dir.join(ORT_LIB_FILE));
         }
-    }
     out
 }
 

@@ -113,11 +113,10 @@ fn run(config: WorkerConfig, shared: &Shared, mut ends: WorkerEnds, stop: &Atomi
         }
         // Mono audio is for the transcriber (a later feature); keep the queue drained.
         let n = ends.audio.slots();
-        if n > 0 {
-            if let Ok(chunk) = ends.audio.read_chunk(n) {
+        if n > 0
+            && let Ok(chunk) = ends.audio.read_chunk(n) {
                 chunk.commit_all();
             }
-        }
         if last_update.elapsed() >= Duration::from_millis(UPDATE_INTERVAL_MS) {
             last_update = Instant::now();
             num_updates += 1;

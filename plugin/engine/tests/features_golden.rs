@@ -78,10 +78,11 @@ fn hand_computed_features() {
 
 #[test]
 fn drums_are_ignored_for_pitch_features() {
-    let mut ev: Vec<(u32, Vec<u8>)> = Vec::new();
-    ev.push((0, vec![0x90, 60, 100]));
-    ev.push((0, vec![0x99, 36, 127])); // kick on channel 10
-    ev.push((960, vec![0x89, 36, 0]));
+    let mut ev: Vec<(u32, Vec<u8>)> = vec![
+        (0, vec![0x90, 60, 100]),
+        (0, vec![0x99, 36, 127]), // kick on channel 10
+        (960, vec![0x89, 36, 0]),
+    ];
     ev.push((960, vec![0x80, 60, 0]));
     let piece = parse_midi(&smf(480, &ev)).unwrap();
     let f = features_for_bars(&piece.notes, &piece.bars);

@@ -48,7 +48,7 @@ fn energetic(from: usize, to: usize, out: &mut Vec<(f64, bool, u8, u8)>) {
 }
 
 /// Feeds the events in time order and runs the estimator every tick; returns (time, arousal).
-fn run(events: &mut Vec<(f64, bool, u8, u8)>, end_s: f64, model: &mut EmotionModel) -> Vec<(f64, f32, f32)> {
+fn run(events: &mut [(f64, bool, u8, u8)], end_s: f64, model: &mut EmotionModel) -> Vec<(f64, f32, f32)> {
     events.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
     let mut live = LiveEstimator::new();
     let mut next = 0;
