@@ -42,6 +42,8 @@ pub const MOOD_CC_AROUSAL: u8 = 21;
 pub const MOOD_CC_MIN_INTERVAL_S: f64 = 0.1;
 
 const DEFAULT_TEMPO_BPM: f64 = 120.0;
+/// Highest sample rate taken at face value.
+pub const MAX_SAMPLE_RATE_HZ: f64 = 1.0e7;
 const MIN_TEMPO_BPM: f64 = 1.0;
 const MAX_TEMPO_BPM: f64 = 2000.0;
 
@@ -73,7 +75,9 @@ pub struct AudioSide {
 impl AudioSide {
     /// Allocates; call from `activate()` only.
     pub fn new(ends: AudioEnds, shared: Arc<Shared>, sample_rate_hz: f64) -> Box<Self> {
-        let sample_rate_hz = if sample_rate_hz.is_finite() && sample_rate_hz > 0.0 { sample_rate_hz } else { 48_000.0 };
+        // A rate no audio interface runs at (NaN, ≤ 0, above 10 MHz) falls back to 48 kHz.
+        let sample_rate_hz =
+            if sample_rate_hz.is_finite() && sample_rate_hz > 0.0 && sample_rate_hz <= MAX_SAMPLE_RATE_HZ { sample_rate_hz } else { 48_000.0 };
         shared.sample_rate_hz.store(sample_rate_hz, Ordering::Relaxed);
         Box::new(Self {
             ends,
@@ -291,7 +295,7 @@ impl AudioSide {
         if let Some(ch) = mood_cc_channel {
             let min_gap = (MOOD_CC_MIN_INTERVAL_S * self.sample_rate_hz) as u64;
             if self.shared.num_estimates.load(Ordering::Acquire) > 0
-                && (!self.mood_cc_sent_once || block_start >= self.last_mood_cc_sample + min_gap)
+                && (!self.mood_cc_sent_once || block_start >= self.last_mood_cc_sample.saturating_add(min_gap))
             {
                 let v = self.shared.valence.load(Ordering::Relaxed);
                 let a = self.shared.arousal.load(Ordering::Relaxed);
@@ -400,6 +404,23 @@ mod tests {
         s.end_block();
         assert_eq!(out, vec![(700 - 512, OutEvent::NoteOff { channel: 2, pitch: 64 })]);
         assert_eq!(s.shared().num_late_dropped.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn absurd_sample_rates_fall_back_and_mood_cc_does_not_overflow() {
+        // Found by fuzzing: at ~1.8e20 Hz the rate-limit sum overflowed.
+        for rate in [1.8e20, f64::INFINITY, f64::NAN, -48_000.0, 0.0] {
+            let (a, _w) = queues();
+            let mut s = AudioSide::new(a, Arc::new(Shared::default()), rate);
+            assert_eq!(s.sample_rate_hz(), 48_000.0);
+            s.shared().publish_estimate(0.5, 0.5, 1.0);
+            for k in 0..5 {
+                s.shared().publish_estimate(k as f32 * 0.1, 0.0, 1.0);
+                s.begin_block(&TransportInfo::NONE, 4096);
+                s.due_events(Some(0), |_, _| {});
+                s.end_block();
+            }
+        }
     }
 
     #[test]

@@ -8,8 +8,9 @@ use crate::keyfind::find_key;
 use crate::notes::{BarWindow, Note};
 
 /// Bumped whenever a feature's definition, order or count changes. Models record the version they
+/// History: 1 first release; 2 bounded look-back ([`MAX_LOOKBACK_NOTES`]) for held notes.
 /// were trained on and the loader refuses a mismatch.
-pub const FEATURE_SPEC_VERSION: u32 = 1;
+pub const FEATURE_SPEC_VERSION: u32 = 2;
 
 pub const NUM_FEATURES: usize = 14;
 
@@ -45,10 +46,24 @@ pub type Features = [f32; NUM_FEATURES];
 /// Most notes sounding together that [`bar_features`] tracks for dissonance; more are ignored.
 const MAX_CHORD_NOTES: usize = 16;
 
+/// How far back (in notes, before the one in question) the features look for notes that are
+/// still sounding. Bounds the work per bar and per onset, so a file with thousands of notes on
+/// one beat, or a hundred thousand tiny bars, costs linear time (found by fuzzing); only a note
+/// held under hundreds of later notes is affected.
+pub const MAX_LOOKBACK_NOTES: usize = 256;
+
+/// Index of the first note worth looking at for a window starting at note index `first`.
+fn lookback_start(first: usize) -> usize {
+    first.saturating_sub(MAX_LOOKBACK_NOTES)
+}
+
 /// Duration-weighted histogram of the pitch classes sounding inside `w` (drums ignored).
+/// `notes` must be sorted by onset.
 pub fn pitch_class_hist(notes: &[Note], w: &BarWindow) -> [f32; 12] {
     let mut hist = [0.0f32; 12];
-    for n in notes.iter().filter(|n| !n.is_drum()) {
+    let first = notes.partition_point(|n| n.onset_s < w.start_s);
+    let end = first + notes[first..].partition_point(|n| n.onset_s < w.end_s);
+    for n in notes[lookback_start(first)..end].iter().filter(|n| !n.is_drum()) {
         let overlap = n.end_s().min(w.end_s) - n.onset_s.max(w.start_s);
         if overlap > 0.0 {
             hist[(n.pitch % 12) as usize] += overlap as f32;
@@ -113,23 +128,18 @@ pub fn bar_features(notes: &[Note], w: &BarWindow, key_hist: &[f32; 12]) -> Feat
     f[6] = key.mode;
     f[7] = key.clarity;
 
-    // Articulation: how much of the gap to the next onset a note fills.
+    // Articulation: how much of the gap to the next onset (or the bar end) a note fills. Walk
+    // the bar backwards keeping the onset of the next group of simultaneous onsets: linear time.
+    let end = first + notes[first..].partition_point(|n| n.onset_s < w.end_s);
     let mut artic_sum = 0.0f32;
     let mut dur_sum = 0.0f32;
-    let bar_slice = &notes[first..];
-    for (i, n) in bar_slice.iter().enumerate() {
-        if n.onset_s >= w.end_s {
-            break;
+    let (mut group_onset, mut next_group_onset) = (f64::INFINITY, f64::INFINITY);
+    for n in notes[first..end].iter().rev().filter(|n| !n.is_drum()) {
+        if n.onset_s < group_onset - 1e-4 {
+            next_group_onset = group_onset;
+            group_onset = n.onset_s;
         }
-        if n.is_drum() {
-            continue;
-        }
-        let next_onset = bar_slice[i + 1..]
-            .iter()
-            .find(|m| !m.is_drum() && m.onset_s > n.onset_s + 1e-4)
-            .map(|m| m.onset_s)
-            .unwrap_or(f64::INFINITY)
-            .min(w.end_s.max(n.onset_s + 1e-3));
+        let next_onset = next_group_onset.min(w.end_s.max(n.onset_s + 1e-3));
         let ioi = (next_onset - n.onset_s).max(1e-3);
         artic_sum += ((n.dur_s / ioi) as f32).clamp(0.0, 2.0);
         dur_sum += (n.dur_beats as f32).clamp(0.0, 8.0);
@@ -142,7 +152,7 @@ pub fn bar_features(notes: &[Note], w: &BarWindow, key_hist: &[f32; 12]) -> Feat
     let mut covered_s = 0.0f64;
     let mut cover_end = w.start_s;
     // Notes that started before the window but still sound count for polyphony too.
-    for n in notes[..first].iter().rev().take(64).chain(notes[first..].iter().take_while(|n| n.onset_s < w.end_s)) {
+    for n in notes[first.saturating_sub(64)..end].iter() {
         if n.is_drum() {
             continue;
         }
@@ -162,14 +172,23 @@ pub fn bar_features(notes: &[Note], w: &BarWindow, key_hist: &[f32; 12]) -> Feat
     }
     f[10] = if covered_s > 1e-6 { (sounding_s / covered_s).clamp(0.0, 16.0) as f32 } else { 1.0 };
 
-    // Dissonance among notes sounding at each onset.
+    // Dissonance among notes sounding at each onset, counted once per note that starts there.
+    // One chord per group of simultaneous onsets, looking back a bounded number of notes.
     let (mut pairs, mut dissonant) = (0u32, 0u32);
-    let look_back = first.saturating_sub(64);
-    for n in bar_notes() {
+    let mut i = first;
+    while i < end {
+        let onset = notes[i].onset_s;
+        let mut group_end = i;
+        let mut num_starting = 0u32;
+        while group_end < notes.len() && notes[group_end].onset_s <= onset + 1e-4 {
+            num_starting += (group_end < end && !notes[group_end].is_drum()) as u32;
+            group_end += 1;
+        }
         let mut chord = [0u8; MAX_CHORD_NOTES];
         let mut num_chord = 0;
-        for m in notes[look_back..].iter().take_while(|m| m.onset_s <= n.onset_s + 1e-4) {
-            if !m.is_drum() && m.end_s() > n.onset_s + 1e-4 && num_chord < MAX_CHORD_NOTES {
+        let from = first.saturating_sub(64).max(lookback_start(group_end));
+        for m in &notes[from..group_end] {
+            if !m.is_drum() && m.end_s() > onset + 1e-4 && num_chord < MAX_CHORD_NOTES {
                 chord[num_chord] = m.pitch;
                 num_chord += 1;
             }
@@ -180,10 +199,11 @@ pub fn bar_features(notes: &[Note], w: &BarWindow, key_hist: &[f32; 12]) -> Feat
                 if iv == 0 {
                     continue;
                 }
-                pairs += 1;
-                dissonant += is_dissonant(iv) as u32;
+                pairs += num_starting;
+                dissonant += num_starting * is_dissonant(iv) as u32;
             }
         }
+        i = group_end;
     }
     f[11] = if pairs > 0 { dissonant as f32 / pairs as f32 } else { 0.0 };
 

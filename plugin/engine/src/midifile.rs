@@ -86,9 +86,27 @@ pub fn read_midi_file(path: &Path) -> Result<Piece> {
     parse_midi(&bytes).with_context(|| format!("{}: not a usable MIDI file", path.display()))
 }
 
+/// Refuses a header whose SMPTE frame rate byte is -128: midly 0.5.3 negates it and overflows
+/// (found by fuzzing). Checks every `MThd`, so RIFF-wrapped files are covered too.
+fn check_smpte_division(bytes: &[u8]) -> Result<()> {
+    let mut from = 0;
+    while let Some(pos) = bytes[from..].windows(4).position(|w| w == b"MThd") {
+        let at = from + pos;
+        if bytes.get(at + 12) == Some(&0x80) {
+            bail!("invalid SMPTE frame rate in the header");
+        }
+        from = at + 4;
+    }
+    Ok(())
+}
+
 /// Parses MIDI file bytes.
 pub fn parse_midi(bytes: &[u8]) -> Result<Piece> {
-    let smf = Smf::parse(bytes).map_err(|e| anyhow::anyhow!("{e}"))?;
+    check_smpte_division(bytes)?;
+    // midly is not ours: a panic inside it on hostile bytes becomes an error, not a crash.
+    let smf = std::panic::catch_unwind(|| Smf::parse(bytes))
+        .map_err(|_| anyhow::anyhow!("the MIDI parser failed on this file"))?
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     let tpq = match smf.header.timing {
         Timing::Metrical(t) => t.as_int() as u32,
         // SMPTE time: treat as 120 BPM with one quarter per 0.5 s worth of ticks.
@@ -305,6 +323,16 @@ mod tests {
         let mut truncated = smf(480, &[(0, &[0x90, 60, 100]), (480, &[0x80, 60, 0])]);
         truncated.truncate(truncated.len() - 6);
         let _ = parse_midi(&truncated); // may parse leniently, must not panic
+    }
+
+    #[test]
+    fn hostile_smpte_headers_are_errors() {
+        // Found by fuzzing: these panicked inside midly with overflow checks on.
+        let plain = b"MThd\x00\x00\x00\x06\x00\x00\x00\x01\x80\x00";
+        assert!(parse_midi(plain).is_err());
+        let mut riff = b"RIFF\x1a\x00\x00\x00RMIDdata\x0e\x00\x00\x00".to_vec();
+        riff.extend_from_slice(plain);
+        assert!(parse_midi(&riff).is_err());
     }
 
     #[test]
