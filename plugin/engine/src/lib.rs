@@ -19,6 +19,7 @@ pub mod live;
 pub mod midifile;
 pub mod notes;
 pub mod runtime;
+pub mod tokens;
 pub mod worker;
 
 pub use attributes::Attribute;
