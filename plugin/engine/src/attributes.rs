@@ -74,3 +74,88 @@ impl Attribute {
         Attribute::ALL.into_iter().find(|a| a.cli_name() == name)
     }
 }
+
+/// The feature each attribute is measured by (index into [`crate::features::FEATURE_NAMES`]).
+pub const fn feature_index(a: Attribute) -> usize {
+    match a {
+        Attribute::NoteDensity => 0,   // note_density
+        Attribute::RhythmDensity => 1, // rhythm_density
+        Attribute::Dynamics => 2,      // velocity
+        Attribute::Register => 4,      // pitch_mean
+        Attribute::PitchRange => 5,    // pitch_range
+        Attribute::Mode => 6,          // mode
+        Attribute::Articulation => 8,  // articulation
+        Attribute::Tension => 11,      // dissonance
+    }
+}
+
+/// Raw attribute values of a bar, in [`Attribute::ALL`] order.
+pub fn raw_attributes(f: &crate::features::Features) -> [f32; 8] {
+    Attribute::ALL.map(|a| f[feature_index(a)])
+}
+
+/// Maps raw attribute values to fader values in [0, 1] over the training data's 5th–95th
+/// percentile, so "0.8 note density" means the same thing everywhere.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct AttributeScale {
+    pub p5: [f32; 8],
+    pub p95: [f32; 8],
+}
+
+impl AttributeScale {
+    /// Percentiles over the bars that have notes.
+    pub fn fit(bars: &[crate::features::Features]) -> AttributeScale {
+        let mut p5 = [0.0; 8];
+        let mut p95 = [1.0; 8];
+        for (i, a) in Attribute::ALL.into_iter().enumerate() {
+            let mut v: Vec<f32> = bars.iter().filter(|f| f[13] < 0.5).map(|f| f[feature_index(a)]).filter(|x| x.is_finite()).collect();
+            if v.is_empty() {
+                continue;
+            }
+            v.sort_by(f32::total_cmp);
+            let at = |q: f32| v[((v.len() - 1) as f32 * q).round() as usize];
+            p5[i] = at(0.05);
+            p95[i] = at(0.95).max(p5[i] + 1e-6);
+        }
+        AttributeScale { p5, p95 }
+    }
+
+    /// Fader values in [0, 1].
+    pub fn normalize(&self, raw: &[f32; 8]) -> [f32; 8] {
+        std::array::from_fn(|i| {
+            let x = (raw[i] - self.p5[i]) / (self.p95[i] - self.p5[i]);
+            if x.is_finite() { x.clamp(0.0, 1.0) } else { 0.5 }
+        })
+    }
+
+    /// Conditioning levels 0..[`crate::tokens::NUM_ATTRIBUTE_LEVELS`] for the tokens.
+    pub fn levels(&self, raw: &[f32; 8]) -> [u32; 8] {
+        let n = crate::tokens::NUM_ATTRIBUTE_LEVELS;
+        self.normalize(raw).map(|x| ((x * n as f32) as u32).min(n - 1))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scale_maps_percentiles_to_the_fader_range() {
+        let bars: Vec<crate::features::Features> = (0..101)
+            .map(|i| {
+                let mut f = [0.0; crate::features::NUM_FEATURES];
+                f[0] = i as f32; // note density 0..100
+                f
+            })
+            .collect();
+        let s = AttributeScale::fit(&bars);
+        assert_eq!((s.p5[0], s.p95[0]), (5.0, 95.0));
+        let mut raw = [0.0; 8];
+        raw[0] = 50.0;
+        assert!((s.normalize(&raw)[0] - 0.5).abs() < 1e-6);
+        raw[0] = 1000.0;
+        assert_eq!(s.levels(&raw)[0], 7);
+        raw[0] = -3.0;
+        assert_eq!(s.levels(&raw)[0], 0);
+    }
+}

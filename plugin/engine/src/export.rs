@@ -166,3 +166,112 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     }
     result.with_context(|| format!("{}: cannot write", path.display()))
 }
+
+/// What a token export did.
+#[derive(Debug, Default)]
+pub struct TokenReport {
+    pub num_pieces: usize,
+    pub num_sequences: usize,
+    pub num_tokens: usize,
+    pub num_valid_pieces: usize,
+    pub skipped: Vec<String>,
+}
+
+/// Every MIDI file of the continuation corpus (POP909, VGMIDI unlabelled and labelled), sorted by
+/// path relative to `data`.
+pub fn continuation_corpus(data: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    let mut add_dir = |dir: PathBuf, depth: usize| {
+        let mut stack = vec![(dir, 0usize)];
+        while let Some((d, level)) = stack.pop() {
+            let Ok(entries) = std::fs::read_dir(&d) else { continue };
+            for e in entries.flatten() {
+                let p = e.path();
+                if p.is_dir() && level < depth {
+                    stack.push((p, level + 1));
+                } else if p.extension().is_some_and(|x| x.eq_ignore_ascii_case("mid")) {
+                    files.push(p);
+                }
+            }
+        }
+    };
+    add_dir(data.join("pop909"), 1);
+    add_dir(data.join("vgmidi/unlabelled"), 0);
+    add_dir(data.join("vgmidi/labelled/midi"), 0);
+    files.sort();
+    files
+}
+
+/// Writes one JSON line per piece and transposition: `{"piece","split","transpose","num_bars",
+/// "tokens"}`, with per-bar attribute levels from the training split's 5th–95th percentiles, and
+/// a sidecar `OUT.json` (vocabulary, spec versions, the attribute scale, the split rule). Every
+/// tenth piece in path order is validation, so the split is by piece, never by bar.
+pub fn export_tokens(data: &Path, out: &Path, transpositions: &[i8]) -> Result<TokenReport> {
+    use crate::attributes::{Attribute, AttributeScale, raw_attributes};
+    use crate::tokens::{TOKEN_SPEC_VERSION, VOCAB_SIZE, encode};
+
+    let files = continuation_corpus(data);
+    if files.is_empty() {
+        bail!("{}: no POP909 or VGMIDI MIDI files found", data.display());
+    }
+    let mut report = TokenReport::default();
+    let mut pieces = Vec::new();
+    for (i, path) in files.iter().enumerate() {
+        match read_midi_file(path) {
+            Ok(p) => pieces.push((path.strip_prefix(data).unwrap_or(path).to_string_lossy().into_owned(), i % 10 == 0, p)),
+            Err(e) => report.skipped.push(format!("{e:#}")),
+        }
+    }
+    let train_bars: Vec<Features> = pieces
+        .iter()
+        .filter(|(_, valid, _)| !valid)
+        .flat_map(|(_, _, p)| features_for_bars(&p.notes, &p.bars))
+        .collect();
+    let scale = AttributeScale::fit(&train_bars);
+
+    let mut lines = String::new();
+    for (id, valid, piece) in &pieces {
+        report.num_pieces += 1;
+        report.num_valid_pieces += *valid as usize;
+        for &t in transpositions {
+            let mut notes = piece.notes.clone();
+            let fits = notes.iter().filter(|n| !n.is_drum()).all(|n| (0..=127).contains(&(n.pitch as i32 + t as i32)));
+            if !fits {
+                continue;
+            }
+            for n in notes.iter_mut().filter(|n| !n.is_drum()) {
+                n.pitch = (n.pitch as i32 + t as i32) as u8;
+            }
+            let feats = features_for_bars(&notes, &piece.bars);
+            let tokens = encode(&notes, &piece.bars, |bar| scale.levels(&raw_attributes(&feats[bar])));
+            report.num_sequences += 1;
+            report.num_tokens += tokens.len();
+            lines.push_str(&serde_json::to_string(&serde_json::json!({
+                "piece": id,
+                "split": if *valid { "valid" } else { "train" },
+                "transpose": t,
+                "num_bars": piece.bars.len(),
+                "tokens": tokens,
+            }))?);
+            lines.push('\n');
+        }
+    }
+    write_atomically(out, lines.as_bytes())?;
+    let sidecar = serde_json::json!({
+        "token_spec_version": TOKEN_SPEC_VERSION,
+        "vocab_size": VOCAB_SIZE,
+        "feature_spec_version": FEATURE_SPEC_VERSION,
+        "attributes": Attribute::ALL.map(|a| a.cli_name()),
+        "attribute_scale": scale,
+        "split": "every 10th piece in path order is validation",
+        "transpositions": transpositions,
+        "num_pieces": report.num_pieces,
+        "num_valid_pieces": report.num_valid_pieces,
+        "num_sequences": report.num_sequences,
+        "num_tokens": report.num_tokens,
+    });
+    let mut side = out.as_os_str().to_owned();
+    side.push(".json");
+    write_atomically(Path::new(&side), serde_json::to_string_pretty(&sidecar)?.as_bytes())?;
+    Ok(report)
+}

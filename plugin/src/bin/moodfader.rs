@@ -3,6 +3,7 @@
 //! ```text
 //! moodfader analyze INPUT.mid [--json] [--csv FILE] [--plot FILE.png]
 //! moodfader export-features [--data DIR] -o OUT.csv
+//! moodfader export-tokens [--data DIR] [--transpose LIST] -o OUT.jsonl
 //! ```
 //! Bad input prints one line naming the file and the problem and exits with code 2.
 //!
@@ -14,7 +15,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, anyhow, bail};
 use moodfader_engine::analyze::{Analysis, analyze_piece};
 use moodfader_engine::emotion::EmotionModel;
-use moodfader_engine::export::{data_dir, export_vgmidi, write_atomically};
+use moodfader_engine::export::{data_dir, export_tokens as write_tokens, export_vgmidi, write_atomically};
 use moodfader_engine::midifile::read_midi_file;
 use moodfader_engine::runtime::ensure_runtime;
 
@@ -30,6 +31,9 @@ USAGE:
     moodfader export-features [--data DIR] -o OUT.csv
         Write the per-bar features of the labelled VGMIDI pieces for training
         (DIR defaults to $MOODFADER_DATA, else ../shared/data).
+    moodfader export-tokens [--data DIR] [--transpose LIST] -o OUT.jsonl
+        Write token sequences of POP909 and VGMIDI for training the continuation model, with
+        per-bar attribute levels; LIST is comma-separated semitones (default 0).
     moodfader --help | --version
 
 ENVIRONMENT:
@@ -80,6 +84,7 @@ fn run(args: &[String]) -> Result<()> {
         }
         "analyze" => analyze(rest),
         "export-features" => export_features(rest),
+        "export-tokens" => export_tokens(rest),
         "continue" | "transcribe" => bail!("{cmd}: not available in this version"),
         other => Err(usage(format!("unknown command '{other}'"))),
     }
@@ -95,7 +100,9 @@ fn parse(args: &[String], with_value: &[&str], booleans: &[&str]) -> Result<Args
     let mut out = Args { positional: Vec::new(), flags: Vec::new() };
     let mut it = args.iter();
     while let Some(a) = it.next() {
-        if a.starts_with('-') && a.len() > 1 {
+        if let Some((flag, value)) = a.split_once('=').filter(|(f, _)| with_value.contains(f)) {
+            out.flags.push((flag.to_string(), Some(value.to_string())));
+        } else if a.starts_with('-') && a.len() > 1 {
             if booleans.contains(&a.as_str()) {
                 out.flags.push((a.clone(), None));
             } else if with_value.contains(&a.as_str()) {
@@ -184,6 +191,29 @@ fn export_features(args: &[String]) -> Result<()> {
     eprintln!(
         "exported {} bars of {} pieces to {out} ({} rated on a 4/4 grid, {} with bar counts that differ from their ratings, {} skipped)",
         report.num_bars, report.num_pieces, report.num_fixed_meter, report.num_length_mismatches, report.skipped.len()
+    );
+    for s in &report.skipped {
+        eprintln!("  skipped: {s}");
+    }
+    Ok(())
+}
+
+fn export_tokens(args: &[String]) -> Result<()> {
+    let a = parse(args, &["--data", "-o", "--transpose"], &[])?;
+    let out = a.value("-o").ok_or_else(|| usage("export-tokens needs -o OUT.jsonl"))?;
+    let data = a.value("--data").map(PathBuf::from).unwrap_or_else(data_dir);
+    let transpositions: Vec<i8> = match a.value("--transpose") {
+        None => vec![0],
+        Some(list) => list
+            .split(',')
+            .map(|t| t.trim().parse::<i8>().ok().filter(|v| (-24..=24).contains(v)))
+            .collect::<Option<Vec<i8>>>()
+            .ok_or_else(|| usage(format!("--transpose: '{list}' is not a comma-separated list of semitones in -24..=24")))?,
+    };
+    let report = write_tokens(&data, Path::new(out), &transpositions).context("token export failed")?;
+    eprintln!(
+        "exported {} sequences ({} tokens) of {} pieces ({} for validation) to {out}; {} skipped",
+        report.num_sequences, report.num_tokens, report.num_pieces, report.num_valid_pieces, report.skipped.len()
     );
     for s in &report.skipped {
         eprintln!("  skipped: {s}");
