@@ -280,7 +280,23 @@ mod tests {
 
     #[test]
     fn any_sequence_decodes_to_valid_notes() {
-        let junk: Vec<u32> = (0..5000u32).map(|i| (i.wrapping_mul(2654435761) >> 7) % (VOCAB_SIZE + 10)).collect();
+        // Random kinds of token (ids out of the vocabulary included), in random order.
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = |n: u32| {
+            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((state >> 33) as u32) % n
+        };
+        let junk: Vec<u32> = (0..5000)
+            .map(|_| match next(7) {
+                0 => BAR,
+                1 => POSITION_BASE + next(NUM_POSITIONS),
+                2 => PITCH_BASE + next(128),
+                3 => VELOCITY_BASE + next(NUM_VELOCITY_BUCKETS),
+                4 => DURATION_BASE + next(DURATION_STEPS.len() as u32),
+                5 => ATTRIBUTE_BASE + next(NUM_ATTRIBUTES * NUM_ATTRIBUTE_LEVELS),
+                _ => next(VOCAB_SIZE + 10),
+            })
+            .collect();
         let grid = decode(&junk, 10_000);
         assert!(!grid.is_empty(), "random tokens still hold some complete notes");
         let bars: Vec<BarWindow> = (0..4)
