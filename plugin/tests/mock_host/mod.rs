@@ -8,7 +8,6 @@
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use moodfader::Moodfader;
 use nice_plug::context::PluginApi;
@@ -16,34 +15,35 @@ use nice_plug::context::process::SendEventError;
 use nice_plug::midi::{Channel, Key, VoiceID};
 use nice_plug::prelude::*;
 
-/// Counts allocations made by threads that opted in with [`count_allocs`].
+/// Counts allocations made by threads that opted in with [`count_allocs`], per thread.
 pub struct CountingAlloc;
 
 thread_local! {
     static COUNTING: Cell<bool> = const { Cell::new(false) };
+    /// Per thread, so tests running side by side do not count each other's allocations.
+    static NUM_ALLOCS: Cell<u64> = const { Cell::new(0) };
 }
-pub static NUM_ALLOCS: AtomicU64 = AtomicU64::new(0);
+
+fn note_alloc() {
+    if COUNTING.with(|c| c.get()) {
+        NUM_ALLOCS.with(|n| n.set(n.get() + 1));
+    }
+}
 
 // SAFETY: forwards every call to the system allocator unchanged; only counts.
 unsafe impl GlobalAlloc for CountingAlloc {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if COUNTING.with(|c| c.get()) {
-            NUM_ALLOCS.fetch_add(1, Ordering::Relaxed);
-        }
+        note_alloc();
         // SAFETY: same contract as the caller's.
         unsafe { System.alloc(layout) }
     }
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        if COUNTING.with(|c| c.get()) {
-            NUM_ALLOCS.fetch_add(1, Ordering::Relaxed);
-        }
+        note_alloc();
         // SAFETY: same contract as the caller's.
         unsafe { System.dealloc(ptr, layout) }
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        if COUNTING.with(|c| c.get()) {
-            NUM_ALLOCS.fetch_add(1, Ordering::Relaxed);
-        }
+        note_alloc();
         // SAFETY: same contract as the caller's.
         unsafe { System.realloc(ptr, layout, new_size) }
     }
@@ -51,11 +51,11 @@ unsafe impl GlobalAlloc for CountingAlloc {
 
 /// Runs `f` with allocation counting on for this thread; returns its result and the count.
 pub fn count_allocs<T>(f: impl FnOnce() -> T) -> (T, u64) {
-    let before = NUM_ALLOCS.load(Ordering::Relaxed);
+    let before = NUM_ALLOCS.with(|n| n.get());
     COUNTING.with(|c| c.set(true));
     let out = f();
     COUNTING.with(|c| c.set(false));
-    (out, NUM_ALLOCS.load(Ordering::Relaxed) - before)
+    (out, NUM_ALLOCS.with(|n| n.get()) - before)
 }
 
 pub struct MockActivate;
