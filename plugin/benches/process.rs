@@ -8,7 +8,7 @@
 mod mock_host;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use mock_host::{CountingAlloc, Rig, count_allocs};
+use mock_host::{CountingAlloc, Rig, count_allocs, stereo_buffer};
 use nice_plug::prelude::*;
 
 #[global_allocator]
@@ -21,7 +21,6 @@ fn bench_process(c: &mut Criterion) {
     let mut rig = Rig::new(48_000.0, BLOCK);
     let mut left = std::mem::take(&mut rig.left);
     let mut right = std::mem::take(&mut rig.right);
-    let mut buffer = Buffer::default();
     let mut block_index = 0usize;
     let mut total_allocs = 0u64;
     let mut num_calls = 0u64;
@@ -37,14 +36,7 @@ fn bench_process(c: &mut Criterion) {
         num_calls += 1;
         status
     };
-    // SAFETY: the slices outlive every process() call below and have BLOCK samples each.
-    unsafe {
-        buffer.set_slices(BLOCK, |s| {
-            s.clear();
-            s.push(&mut left[..]);
-            s.push(&mut right[..]);
-        })
-    };
+    let mut buffer = stereo_buffer(&mut left, &mut right);
     c.bench_function("process_64_frames_48k_16_events", |b| b.iter(|| run(&mut rig, &mut buffer)));
     println!("process(): {total_allocs} allocations in {num_calls} calls (budget: 0)");
     // For `cargo xtask bench`'s summary table.

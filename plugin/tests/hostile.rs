@@ -12,7 +12,7 @@
 
 mod mock_host;
 
-use mock_host::{CountingAlloc, Rig, count_allocs};
+use mock_host::{CountingAlloc, Rig, count_allocs, stereo_buffer};
 use nice_plug::midi::{Channel, Key, VoiceID};
 use nice_plug::prelude::*;
 
@@ -69,15 +69,7 @@ fn run(name: &str, sample_rate: f32, max_block: usize, num_blocks: usize, mut se
             left[i] = v;
             right[i] = -v;
         }
-        let mut buffer = Buffer::default();
-        // SAFETY: the slices outlive the process() call below and have `n` samples each.
-        unsafe {
-            buffer.set_slices(n, |s| {
-                s.clear();
-                s.push(&mut left[..n]);
-                s.push(&mut right[..n]);
-            })
-        };
+        let mut buffer = stereo_buffer(&mut left[..n], &mut right[..n]);
         // The host delivers events in time order and within the block.
         rig.ctx.input.sort_by_key(|e| e.timing());
         for e in rig.ctx.input.iter_mut() {

@@ -5,8 +5,7 @@
 
 mod mock_host;
 
-use mock_host::Rig;
-use nice_plug::prelude::*;
+use mock_host::{Rig, stereo_buffer};
 
 #[test]
 fn audio_passes_bit_exact_and_subnormals_flush() {
@@ -33,15 +32,7 @@ fn audio_passes_bit_exact_and_subnormals_flush() {
     let (_, bars, _) = params.param_map().into_iter().find(|(id, _, _)| id == "bars").unwrap();
     // SAFETY: the pointer targets the plugin's live parameter object.
     unsafe { bars._internal_set_normalized_value(1.0) };
-    let mut buffer = Buffer::default();
-    // SAFETY: the slices outlive the process() call and have `block` samples each.
-    unsafe {
-        buffer.set_slices(block, |s| {
-            s.clear();
-            s.push(&mut left[..]);
-            s.push(&mut right[..]);
-        })
-    };
+    let mut buffer = stereo_buffer(&mut left, &mut right);
     rig.process(block, &mut buffer);
     drop(buffer);
     // The worker sees the parameters through atomics published every block.

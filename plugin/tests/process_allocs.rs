@@ -7,7 +7,7 @@
 
 mod mock_host;
 
-use mock_host::{CountingAlloc, Rig, count_allocs};
+use mock_host::{CountingAlloc, Rig, count_allocs, stereo_buffer};
 use nice_plug::prelude::*;
 
 #[global_allocator]
@@ -27,15 +27,7 @@ fn process_never_allocates() {
             let mut rig = Rig::new(sample_rate, block);
             let mut left = std::mem::take(&mut rig.left);
             let mut right = std::mem::take(&mut rig.right);
-            let mut buffer = Buffer::default();
-            // SAFETY: the slices live for the whole loop and have `block` samples each.
-            unsafe {
-                buffer.set_slices(block, |s| {
-                    s.clear();
-                    s.push(&mut left[..]);
-                    s.push(&mut right[..]);
-                })
-            };
+            let mut buffer = stereo_buffer(&mut left, &mut right);
             let num_blocks = (sample_rate as usize * 4 / block).clamp(50, 4000);
             let mut total_allocs = 0;
             for b in 0..num_blocks {

@@ -110,6 +110,22 @@ impl ProcessContext<Moodfader> for MockProcess {
     fn set_current_voice_capacity(&self, _capacity: u32) {}
 }
 
+/// A stereo buffer over `left` and `right` (equal lengths), as a host hands it to `process()`.
+pub fn stereo_buffer<'a>(left: &'a mut [f32], right: &'a mut [f32]) -> Buffer<'a> {
+    assert_eq!(left.len(), right.len());
+    let n = left.len();
+    let mut buffer = Buffer::default();
+    // SAFETY: both slices are borrowed for the buffer's whole life and have `n` samples each.
+    unsafe {
+        buffer.set_slices(n, |s| {
+            s.clear();
+            s.push(left);
+            s.push(right);
+        })
+    };
+    buffer
+}
+
 /// A plugin instance activated at `sample_rate` with stereo buffers of `max_block` samples.
 pub struct Rig {
     pub plugin: Moodfader,
