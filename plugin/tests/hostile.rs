@@ -14,6 +14,7 @@ mod mock_host;
 
 use mock_host::{CountingAlloc, Rig, count_allocs, stereo_buffer};
 use nice_plug::midi::{Channel, Key, VoiceID};
+use moodfader::Moodfader;
 use nice_plug::prelude::*;
 
 #[global_allocator]
@@ -192,4 +193,42 @@ fn block_size_changes_every_call_and_sample_rate_between_activations() {
             n
         });
     }
+}
+
+#[test]
+fn sample_rate_changes_between_activations_of_one_instance() {
+    let max_block = 1024;
+    let mut rig = Rig::new(44_100.0, max_block);
+    let mut left = std::mem::take(&mut rig.left);
+    let mut right = std::mem::take(&mut rig.right);
+    let mut rng = Lcg(7);
+    for (k, rate) in [44_100.0f32, 96_000.0, 22_050.0, 192_000.0, 48_000.0].into_iter().enumerate() {
+        if k > 0 {
+            // What a host does when the user changes the project's rate: deactivate, re-activate.
+            rig.plugin.deactivate();
+            let config = BufferConfig { sample_rate: rate, min_buffer_size: None, max_buffer_size: max_block as u32, process_mode: ProcessMode::Realtime };
+            assert!(rig.plugin.activate(&Moodfader::AUDIO_IO_LAYOUTS[0], &config, &mut mock_host::MockActivate));
+            rig.plugin.reset();
+            rig.ctx.transport = Transport::new(rate);
+        }
+        for b in 0..50 {
+            rig.ctx.input.clear();
+            rig.ctx.output.clear();
+            playing(&mut rig, 128.0, 4, 4, b as f64 * 0.25);
+            for _ in 0..rng.below(16) {
+                let t = rng.below(max_block as u32);
+                let e = random_event(&mut rng, t);
+                rig.ctx.input.push(e);
+            }
+            rig.ctx.input.sort_by_key(|e| e.timing());
+            let mut buffer = stereo_buffer(&mut left, &mut right);
+            let (_, allocs) = count_allocs(|| rig.process_raw(&mut buffer));
+            drop(buffer);
+            assert_eq!(allocs, 0, "{rate} Hz block {b}: allocated");
+            assert_eq!(rig.ctx.output.len(), rig.ctx.input.len());
+        }
+        let sr = rig.plugin.shared().sample_rate_hz.load(std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(sr, rate as f64, "the engine runs at the new rate");
+    }
+    rig.plugin.deactivate();
 }
