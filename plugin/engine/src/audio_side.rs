@@ -334,11 +334,6 @@ impl AudioSide {
         self.num_pending = 0;
     }
 
-    /// Whether the playhead just stopped in this block (call after `begin_block`).
-    pub fn is_playing(&self) -> bool {
-        self.playing
-    }
-
     /// Advances the listening clock past this block.
     pub fn end_block(&mut self) {
         let n = self.block_len;

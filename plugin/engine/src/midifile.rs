@@ -73,11 +73,6 @@ impl TempoMap {
         let (t0, s0, us) = self.segments[i];
         s0 + (tick - t0) as f64 / self.tpq * us / 1e6
     }
-
-    fn bpm_at(&self, tick: u64) -> f64 {
-        let i = self.segments.partition_point(|s| s.0 <= tick).saturating_sub(1);
-        60e6 / self.segments[i].2
-    }
 }
 
 /// Reads and parses a MIDI file. Errors name the file and the problem.
@@ -264,7 +259,6 @@ fn bars_for(tpq: u32, map: &TempoMap, meters: &[MeterChange], end_tick: u64) -> 
         }
         tick = end;
     }
-    let _ = map.bpm_at(0);
     Ok(bars)
 }
 
