@@ -59,9 +59,10 @@ struct Transport {
 
 #[derive(Arbitrary, Debug)]
 enum When {
-    /// Relative to the current block's first sample.
+    /// Relative to the current block's first beat, in 1/1000 beat.
     Relative(i32),
-    Absolute(u64),
+    /// Any beat, NaN and infinities included.
+    Absolute(f64),
 }
 
 #[derive(Arbitrary, Debug)]
@@ -175,12 +176,12 @@ fuzz_target!(|input: Input| {
             Op::EndBlock => w.side.end_block(),
             Op::Reset => w.side.reset(),
             &Op::Schedule { ref when, kind, channel, data1, data2 } => {
-                let at_sample = match *when {
-                    When::Relative(d) => w.side.clock_samples().saturating_add_signed(d as i64),
+                let at_beats = match *when {
+                    When::Relative(d) => w.side.clock_beats() + d as f64 / 1000.0,
                     When::Absolute(a) => a,
                 };
                 let kind = [ScheduledKind::NoteOn, ScheduledKind::NoteOff, ScheduledKind::Control][kind as usize % 3];
-                let _ = w.worker.to_audio.push(Scheduled { at_sample, kind, channel, data1, data2 });
+                let _ = w.worker.to_audio.push(Scheduled { at_beats, kind, channel, data1, data2 });
             }
             Op::Estimate => w.estimate(),
         }

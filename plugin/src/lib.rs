@@ -30,6 +30,9 @@ static EMBEDDED_ORT_LIB: &[u8] = include_bytes!(concat!(env!("MOODFADER_PAYLOAD_
 static EMBEDDED_BASIC_PITCH: &[u8] = include_bytes!(concat!(env!("MOODFADER_PAYLOAD_DIR"), "/nmp.onnx"));
 
 /// The ONNX Runtime library carried by this binary, if it was bundled with one.
+/// The demo primer (our own material), built in so the command line and tests need no files.
+pub const DEMO_MID: &[u8] = include_bytes!("../../assets/demo.mid");
+
 pub fn embedded_runtime() -> Option<EmbeddedRuntime> {
     #[cfg(feature = "embed-runtime")]
     return Some(EmbeddedRuntime { lib: EMBEDDED_ORT_LIB, basic_pitch: EMBEDDED_BASIC_PITCH });
@@ -51,6 +54,7 @@ pub struct Moodfader {
     out_events: Vec<(u32, OutEvent)>,
     was_playing: bool,
     was_bypassed: bool,
+    was_generate: bool,
 }
 
 impl Default for Moodfader {
@@ -64,6 +68,7 @@ impl Default for Moodfader {
             out_events: Vec::new(),
             was_playing: false,
             was_bypassed: false,
+            was_generate: false,
         }
     }
 }
@@ -186,6 +191,13 @@ impl Plugin for Moodfader {
 
         // Bypassed, the heard MIDI passes through whatever "MIDI thru" says.
         let thru = bypassed || self.params.thru.value();
+        let trigger_note = u8::try_from(self.params.trigger_note.value()).ok().filter(|&n| n < 128);
+        // The Generate button (or its automation) asks once per press.
+        let generate = self.params.generate.value();
+        if generate && !self.was_generate {
+            self.shared.controls.generate_requests.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        }
+        self.was_generate = generate;
         let mut next_out = 0usize;
         while let Some(ev) = context.next_event() {
             let timing = ev.timing();
@@ -197,10 +209,21 @@ impl Plugin for Moodfader {
             match ev {
                 NoteEvent::NoteOn { timing, channel, key, velocity, .. } => {
                     let vel = (velocity.clamp(0.0, 1.0) * 127.0).round() as u8;
-                    audio.note(timing, vel > 0, channel.number().unwrap_or(0), key.number_or_middle_c(), vel);
+                    let pitch = key.number_or_middle_c();
+                    if trigger_note == Some(pitch) {
+                        // The trigger key asks for a continuation; it is not music to hear.
+                        if vel > 0 {
+                            self.shared.controls.generate_requests.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+                        }
+                    } else {
+                        audio.note(timing, vel > 0, channel.number().unwrap_or(0), pitch, vel);
+                    }
                 }
                 NoteEvent::NoteOff { timing, channel, key, .. } => {
-                    audio.note(timing, false, channel.number().unwrap_or(0), key.number_or_middle_c(), 0);
+                    let pitch = key.number_or_middle_c();
+                    if trigger_note != Some(pitch) {
+                        audio.note(timing, false, channel.number().unwrap_or(0), pitch, 0);
+                    }
                 }
                 NoteEvent::MidiCC { timing, channel, cc, value } => {
                     audio.control(timing, channel, cc, (value.clamp(0.0, 1.0) * 127.0).round() as u8);

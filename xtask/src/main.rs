@@ -21,6 +21,8 @@ Usage:
   cargo xtask demo                           setup, run `moodfader analyze assets/demo.mid`
   cargo xtask bench [--quick]                setup, engine and plugin-host benchmarks
   cargo xtask train emotion [script args]    setup, venv, export features, train the emotion model
+  cargo xtask train continuation [args]      export tokens, train/resume the continuation model
+                                             (--minutes M bounds a run), export, measure it
   cargo xtask bundle-universal | known-packages   passed through to nice-plug-xtask
 
 Environment:
@@ -90,8 +92,11 @@ fn run() -> Result<()> {
             Some((model, script_args)) if model == "emotion" => {
                 tasks::train_emotion(&workspace::Workspace::locate()?, script_args)
             }
-            Some((model, _)) => bail!("train target '{model}' is unknown; only 'emotion' exists"),
-            None => bail!("train needs a target; use `cargo xtask train emotion`"),
+            Some((model, script_args)) if model == "continuation" => {
+                tasks::train_continuation(&workspace::Workspace::locate()?, script_args)
+            }
+            Some((model, _)) => bail!("train target '{model}' is unknown; use 'emotion' or 'continuation'"),
+            None => bail!("train needs a target: `cargo xtask train emotion` or `cargo xtask train continuation`"),
         },
         "bundle-universal" | "known-packages" => {
             nice_plug_xtask::main_with_args("cargo xtask", args)

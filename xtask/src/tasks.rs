@@ -250,12 +250,13 @@ fn venv_python(venv: &Path) -> PathBuf {
     }
 }
 
-/// `cargo xtask train emotion [script args]`.
-pub fn train_emotion(ws: &Workspace, script_args: &[String]) -> Result<()> {
+/// What every training run needs: the runtime, the data, and the Python venv with the pinned
+/// requirements. Returns (runtime, data folder, python, work folder).
+fn training_prelude(ws: &Workspace, script_name: &str) -> Result<(runtime::Runtime, PathBuf, PathBuf, PathBuf, PathBuf)> {
     let rt = runtime::setup(ws)?;
     let train_dir = ws.root.join("models").join("train");
     let requirements = train_dir.join("requirements.txt");
-    let script = train_dir.join("train_emotion.py");
+    let script = train_dir.join(script_name);
     for (what, path) in [
         ("training requirements", &requirements),
         ("training script", &script),
@@ -295,20 +296,30 @@ pub fn train_emotion(ws: &Workspace, script_args: &[String]) -> Result<()> {
         fs::write(&stamp, &req_sha)
             .with_context(|| format!("{}: cannot write", stamp.display()))?;
     }
-
     let work = train_dir.join("work");
     fs::create_dir_all(&work).with_context(|| format!("{}: cannot create", work.display()))?;
+    Ok((rt, data, python, script, work))
+}
+
+/// `moodfader export-features` into the work folder; returns the CSV's path.
+fn export_features(rt: &runtime::Runtime, data: &Path, work: &Path) -> Result<PathBuf> {
     let features = work.join("vgmidi_features.csv");
     let mut export = moodfader_cli();
     export
         .arg("export-features")
         .arg("--data")
-        .arg(&data)
+        .arg(data)
         .arg("-o")
         .arg(&features);
     export.env(ORT_DYLIB_ENV, &rt.ort_lib);
     workspace::run("moodfader export-features", &mut export)?;
+    Ok(features)
+}
 
+/// `cargo xtask train emotion [script args]`.
+pub fn train_emotion(ws: &Workspace, script_args: &[String]) -> Result<()> {
+    let (rt, data, python, script, work) = training_prelude(ws, "train_emotion.py")?;
+    let features = export_features(&rt, &data, &work)?;
     let mut train = Command::new(&python);
     train
         .arg(&script)
@@ -324,6 +335,71 @@ pub fn train_emotion(ws: &Workspace, script_args: &[String]) -> Result<()> {
         features.display(),
         ws.root.join("models").display()
     );
+    Ok(())
+}
+
+/// Transpositions the continuation model trains on (semitones).
+pub const CONTINUATION_TRANSPOSITIONS: &str = "-3,-2,-1,0,1,2,3";
+
+/// `cargo xtask train continuation [script args]`: token export (with transpositions), training
+/// (resumes from `models/train/work/continuation/checkpoint.pt`; `--minutes M` bounds one run),
+/// ONNX export into `models/`, then `moodfader eval-continuation` (quick and full grids) whose
+/// metrics go into the manifest.
+pub fn train_continuation(ws: &Workspace, script_args: &[String]) -> Result<()> {
+    let (rt, data, python, script, work) = training_prelude(ws, "train_continuation.py")?;
+    let features = export_features(&rt, &data, &work)?;
+    let tokens = work.join("tokens.jsonl");
+    let mut export = moodfader_cli();
+    export
+        .arg("export-tokens")
+        .arg("--data")
+        .arg(&data)
+        .arg(format!("--transpose={CONTINUATION_TRANSPOSITIONS}"))
+        .arg("-o")
+        .arg(&tokens);
+    workspace::run("moodfader export-tokens", &mut export)?;
+
+    let models = ws.root.join("models");
+    let mut train = Command::new(&python);
+    train
+        .arg(&script)
+        .arg("--tokens")
+        .arg(&tokens)
+        .arg("--features")
+        .arg(&features)
+        .arg("--work")
+        .arg(work.join("continuation"))
+        .arg("--out")
+        .arg(&models)
+        .args(script_args)
+        .env(ORT_DYLIB_ENV, &rt.ort_lib);
+    workspace::run("train_continuation.py", &mut train)?;
+    merge_continuation_metrics(&rt, &models)?;
+    println!("xtask train continuation: done; model and manifest in {}", models.display());
+    Ok(())
+}
+
+/// Measures the continuation model in `models/` and writes `metrics` into its manifest.
+pub fn merge_continuation_metrics(rt: &runtime::Runtime, models: &Path) -> Result<()> {
+    let mut metrics = serde_json::Map::new();
+    for (name, quick) in [("quick", true), ("full", false)] {
+        let out = models.join("train").join("work").join(format!("continuation_eval_{name}.json"));
+        let mut eval = moodfader_cli();
+        eval.arg("eval-continuation").arg("-o").arg(&out);
+        if quick {
+            eval.arg("--quick");
+        }
+        eval.env(ORT_DYLIB_ENV, &rt.ort_lib).env("MOODFADER_MODEL_DIR", models);
+        workspace::run(&format!("moodfader eval-continuation ({name})"), &mut eval)?;
+        let text = fs::read_to_string(&out).with_context(|| format!("{}: cannot read", out.display()))?;
+        metrics.insert(name.into(), serde_json::from_str(&text)?);
+    }
+    let manifest_path = models.join("continuation.json");
+    let text = fs::read_to_string(&manifest_path).with_context(|| format!("{}: cannot read", manifest_path.display()))?;
+    let mut manifest: serde_json::Value = serde_json::from_str(&text)?;
+    manifest["metrics"] = serde_json::Value::Object(metrics);
+    fs::write(&manifest_path, serde_json::to_string_pretty(&manifest)? + "\n")
+        .with_context(|| format!("{}: cannot write", manifest_path.display()))?;
     Ok(())
 }
 

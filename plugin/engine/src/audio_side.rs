@@ -91,7 +91,7 @@ impl AudioSide {
             sig_den: 4,
             playing: false,
             block_len: 0,
-            pending: [Scheduled { at_sample: 0, kind: ScheduledKind::NoteOff, channel: 0, data1: 0, data2: 0 };
+            pending: [Scheduled { at_beats: 0.0, kind: ScheduledKind::NoteOff, channel: 0, data1: 0, data2: 0 };
                 MAX_PENDING_EVENTS],
             num_pending: 0,
             sounding: [0; 16],
@@ -112,6 +112,11 @@ impl AudioSide {
     /// Listening clock (samples since activation) of the current block's first sample.
     pub fn clock_samples(&self) -> u64 {
         self.clock_samples
+    }
+
+    /// Listening clock (quarter notes) of the current block's first sample.
+    pub fn clock_beats(&self) -> f64 {
+        self.clock_beats
     }
 
     fn send(&mut self, ev: ToWorker) {
@@ -244,20 +249,28 @@ impl AudioSide {
             }
         }
         let block_start = self.clock_samples;
-        let block_end = block_start + self.block_len as u64;
+        // The block spans [clock_beats, block_end_beats) at this block's tempo.
+        let beats_per_sample = self.tempo_bpm / 60.0 / self.sample_rate_hz;
+        let block_end_beats = self.clock_beats + self.beats_after(self.block_len);
+        // Half a sample of tolerance, so an event computed on the same grid is not "late".
+        let tolerance = 0.5 * beats_per_sample;
         loop {
-            // Earliest due event; ties keep note-offs first.
+            // Earliest due event; ties keep note-offs first. NaN times are due now.
             let mut best: Option<usize> = None;
             for i in 0..self.num_pending {
                 let e = &self.pending[i];
-                if e.at_sample >= block_end {
+                if e.at_beats >= block_end_beats - tolerance {
                     continue;
                 }
                 let better = match best {
                     None => true,
                     Some(b) => {
                         let pb = &self.pending[b];
-                        (e.at_sample, e.kind != ScheduledKind::NoteOff) < (pb.at_sample, pb.kind != ScheduledKind::NoteOff)
+                        match e.at_beats.total_cmp(&pb.at_beats) {
+                            std::cmp::Ordering::Less => true,
+                            std::cmp::Ordering::Equal => e.kind == ScheduledKind::NoteOff && pb.kind != ScheduledKind::NoteOff,
+                            std::cmp::Ordering::Greater => false,
+                        }
                     }
                 };
                 if better {
@@ -268,8 +281,9 @@ impl AudioSide {
             let ev = self.pending[i];
             self.num_pending -= 1;
             self.pending[i] = self.pending[self.num_pending];
-            let late = ev.at_sample < block_start;
-            let timing = ev.at_sample.saturating_sub(block_start) as u32;
+            let offset = (ev.at_beats - self.clock_beats) / beats_per_sample;
+            let late = offset.is_nan() || offset <= -0.5;
+            let timing = if late { 0 } else { (offset.round().max(0.0) as u32).min(self.block_len.saturating_sub(1)) };
             let ch = ev.channel & 15;
             match ev.kind {
                 ScheduledKind::NoteOn if late => {
@@ -381,11 +395,32 @@ mod tests {
         assert!((sb - (0.02 + 240.0 / 48_000.0 * 2.0)).abs() < 1e-12);
     }
 
+    /// The listening-clock beat of sample `n` at 120 BPM and 48 kHz.
+    fn beat_of(n: u64) -> f64 {
+        n as f64 / 24_000.0
+    }
+
+    #[test]
+    fn scheduled_beats_follow_a_tempo_change() {
+        let (mut s, mut w) = side();
+        let at_tempo = |bpm: f64| TransportInfo { tempo_bpm: Some(bpm), ..TransportInfo::NONE };
+        // Beat 1.0: at 120 BPM that is sample 24 000; the tempo halves after 12 000 samples
+        // (beat 0.5), so the event lands 24 000 samples later, at sample 36 000.
+        w.to_audio.push(Scheduled { at_beats: 1.0, kind: ScheduledKind::NoteOn, channel: 0, data1: 60, data2: 100 }).unwrap();
+        let mut seen = None;
+        for block in 0..100u64 {
+            s.begin_block(&at_tempo(if block < 24 { 120.0 } else { 60.0 }), 500);
+            s.due_events(None, |t, _| seen = Some(block * 500 + t as u64));
+            s.end_block();
+        }
+        assert_eq!(seen, Some(36_000));
+    }
+
     #[test]
     fn scheduled_events_play_on_their_sample_and_late_ones_drop() {
         let (mut s, mut w) = side();
-        w.to_audio.push(Scheduled { at_sample: 100, kind: ScheduledKind::NoteOn, channel: 2, data1: 64, data2: 90 }).unwrap();
-        w.to_audio.push(Scheduled { at_sample: 700, kind: ScheduledKind::NoteOff, channel: 2, data1: 64, data2: 0 }).unwrap();
+        w.to_audio.push(Scheduled { at_beats: beat_of(100), kind: ScheduledKind::NoteOn, channel: 2, data1: 64, data2: 90 }).unwrap();
+        w.to_audio.push(Scheduled { at_beats: beat_of(700), kind: ScheduledKind::NoteOff, channel: 2, data1: 64, data2: 0 }).unwrap();
         let mut out = Vec::new();
         s.begin_block(&TransportInfo::NONE, 512);
         s.due_events(None, |t, e| out.push((t, e)));
@@ -393,7 +428,7 @@ mod tests {
         assert_eq!(out, vec![(100, OutEvent::NoteOn { channel: 2, pitch: 64, velocity: 90 })]);
         out.clear();
         // A note-on that is already late when it arrives is dropped and counted.
-        w.to_audio.push(Scheduled { at_sample: 10, kind: ScheduledKind::NoteOn, channel: 0, data1: 1, data2: 1 }).unwrap();
+        w.to_audio.push(Scheduled { at_beats: beat_of(10), kind: ScheduledKind::NoteOn, channel: 0, data1: 1, data2: 1 }).unwrap();
         s.begin_block(&TransportInfo::NONE, 512);
         s.due_events(None, |t, e| out.push((t, e)));
         s.end_block();
@@ -422,7 +457,7 @@ mod tests {
     fn all_notes_off_releases_sounding_notes() {
         let (mut s, mut w) = side();
         for p in [60, 64, 67] {
-            w.to_audio.push(Scheduled { at_sample: 0, kind: ScheduledKind::NoteOn, channel: 0, data1: p, data2: 80 }).unwrap();
+            w.to_audio.push(Scheduled { at_beats: 0.0, kind: ScheduledKind::NoteOn, channel: 0, data1: p, data2: 80 }).unwrap();
         }
         s.begin_block(&TransportInfo::NONE, 64);
         s.due_events(None, |_, _| {});

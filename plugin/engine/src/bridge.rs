@@ -41,10 +41,12 @@ pub enum ScheduledKind {
     Control,
 }
 
-/// A MIDI event the worker wants played at an exact sample of the listening clock.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A MIDI event the worker wants played at an exact beat of the listening clock (quarter notes
+/// integrated over the host tempo): the audio thread turns it into a sample offset with the
+/// tempo of the block it falls in, so a tempo change moves it with the music.
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Scheduled {
-    pub at_sample: u64,
+    pub at_beats: f64,
     pub kind: ScheduledKind,
     pub channel: u8,
     /// Note number or controller number.
@@ -98,6 +100,9 @@ pub struct Controls {
     /// 0 MIDI, 1 audio, 2 both.
     pub input_source: AtomicU8,
     pub preview: AtomicBool,
+    /// Counts "generate now" requests (the button's rising edge, the trigger note). The worker
+    /// generates once per increment it sees.
+    pub generate_requests: AtomicU32,
 }
 
 impl Default for Controls {
@@ -116,6 +121,7 @@ impl Default for Controls {
             out_channel: AtomicU8::new(0),
             input_source: AtomicU8::new(0),
             preview: AtomicBool::new(false),
+            generate_requests: AtomicU32::new(0),
         }
     }
 }
@@ -168,6 +174,20 @@ pub struct Shared {
     pub trail_head: AtomicU32,
     pub trail_len: AtomicU32,
 
+    // Written by the worker (continuation); read by the panel.
+    /// Continuations started and bars delivered.
+    pub num_generations: AtomicU64,
+    pub num_generated_bars: AtomicU64,
+    /// Time from request to first bar ready, and to the whole continuation, of the last one (ms).
+    pub gen_first_bar_ms: AtomicF32,
+    pub gen_total_ms: AtomicF32,
+    /// Generated bars that arrived after their start and were left out.
+    pub num_late_bars: AtomicU64,
+    /// Scheduled events the worker → audio queue refused.
+    pub num_dropped_scheduled: AtomicU64,
+    /// Whether the continuation model is loaded.
+    pub continuation_ready: AtomicBool,
+
     /// Written by the audio thread from the host's parameters; read by the worker.
     pub controls: Controls,
 
@@ -203,6 +223,13 @@ impl Default for Shared {
             trail_arousal: std::array::from_fn(|_| AtomicF32::new(0.0)),
             trail_head: AtomicU32::new(0),
             trail_len: AtomicU32::new(0),
+            num_generations: AtomicU64::new(0),
+            num_generated_bars: AtomicU64::new(0),
+            gen_first_bar_ms: AtomicF32::new(0.0),
+            gen_total_ms: AtomicF32::new(0.0),
+            num_late_bars: AtomicU64::new(0),
+            num_dropped_scheduled: AtomicU64::new(0),
+            continuation_ready: AtomicBool::new(false),
             controls: Controls::default(),
             status_text: Mutex::new(String::from("not active")),
         }

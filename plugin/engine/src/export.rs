@@ -262,6 +262,7 @@ pub fn export_tokens(data: &Path, out: &Path, transpositions: &[i8]) -> Result<T
         "vocab_size": VOCAB_SIZE,
         "feature_spec_version": FEATURE_SPEC_VERSION,
         "attributes": Attribute::ALL.map(|a| a.cli_name()),
+        "attribute_features": Attribute::ALL.map(|a| crate::features::FEATURE_NAMES[crate::attributes::feature_index(a)]),
         "attribute_scale": scale,
         "split": "every 10th piece in path order is validation",
         "transpositions": transpositions,

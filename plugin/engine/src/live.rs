@@ -75,6 +75,25 @@ impl LiveEstimator {
         self.notes.len() + self.open.len()
     }
 
+    /// Pitched notes heard with onsets in `[from_beats, to_beats)` of the listening clock, sorted
+    /// by onset; notes still held are cut at `now_beats` (`now_s`).
+    pub fn notes_between(&self, from_beats: f64, to_beats: f64, now_s: f64, now_beats: f64) -> Vec<Note> {
+        let mut out: Vec<Note> = self
+            .notes
+            .iter()
+            .filter(|n| !n.is_drum() && n.onset_beats >= from_beats && n.onset_beats < to_beats)
+            .copied()
+            .collect();
+        for n in self.open.iter().filter(|n| !n.is_drum() && n.onset_beats >= from_beats && n.onset_beats < to_beats) {
+            let mut n = *n;
+            n.dur_s = (now_s - n.onset_s).max(0.0);
+            n.dur_beats = (now_beats - n.onset_beats).max(0.0);
+            out.push(n);
+        }
+        out.sort_by(|a, b| a.onset_beats.total_cmp(&b.onset_beats).then(a.pitch.cmp(&b.pitch)));
+        out
+    }
+
     /// Takes one event from the audio thread.
     pub fn on_event(&mut self, ev: &ToWorker) {
         match *ev {

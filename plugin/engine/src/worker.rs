@@ -12,8 +12,10 @@ use std::time::{Duration, Instant};
 
 use crate::bridge::{Shared, WorkerEnds, WorkerStatus};
 use crate::emotion::{EmotionModel, ModelOrigin};
+use crate::continuation::ContinuationModel;
 use crate::live::LiveEstimator;
 use crate::notes::BarWindow;
+use crate::player::{GeneratorThread, Player};
 use crate::runtime::{EmbeddedRuntime, ensure_runtime};
 
 /// Time between two estimator updates (20 Hz; the product asks for at least 10 Hz).
@@ -103,6 +105,30 @@ fn run(config: WorkerConfig, shared: &Shared, mut ends: WorkerEnds, stop: &Atomi
         }
     };
 
+    // The continuation model is optional: without it the readout still works.
+    let generator = if ensure_runtime(config.embedded_runtime).is_ok() {
+        match ContinuationModel::load_default() {
+            Ok(m) => match GeneratorThread::spawn(m) {
+                Ok(g) => Some(g),
+                Err(e) => {
+                    append_status(shared, &format!("continuation unavailable: generator thread cannot start ({e})"));
+                    None
+                }
+            },
+            Err(e) => {
+                append_status(shared, &format!("continuation unavailable: {e:#}"));
+                None
+            }
+        }
+    } else {
+        None
+    };
+    shared.continuation_ready.store(generator.is_some(), Ordering::Release);
+    if generator.is_some() {
+        append_status(shared, "continuation model ready");
+    }
+    let mut player = Player::new(generator);
+
     let mut live = LiveEstimator::new();
     let mut num_updates = 0u32;
     let mut raw_out = Vec::with_capacity(1);
@@ -110,6 +136,11 @@ fn run(config: WorkerConfig, shared: &Shared, mut ends: WorkerEnds, stop: &Atomi
     while !stop.load(Ordering::Acquire) {
         while let Ok(ev) = ends.from_audio.pop() {
             live.on_event(&ev);
+            player.on_event(&ev);
+        }
+        player.tick(shared, &live, &mut ends.to_audio);
+        if let Some(e) = player.take_error() {
+            append_status(shared, &format!("last continuation failed: {e}"));
         }
         // Mono audio is for the transcriber (a later feature); keep the queue drained.
         let n = ends.audio.slots();
@@ -154,5 +185,16 @@ fn run(config: WorkerConfig, shared: &Shared, mut ends: WorkerEnds, stop: &Atomi
         }
         std::thread::park_timeout(Duration::from_millis(POLL_INTERVAL_MS));
     }
+    drop(player);
+    shared.continuation_ready.store(false, Ordering::Release);
     shared.set_status(WorkerStatus::Stopped, "not active");
+}
+
+/// Adds a clause to the status text, keeping the status itself.
+fn append_status(shared: &Shared, clause: &str) {
+    let status = shared.status();
+    let text = shared.status_text();
+    // Replace an earlier clause about the continuation rather than piling them up.
+    let base = text.split("; continuation").next().unwrap_or(&text).split("; last continuation").next().unwrap_or(&text).to_string();
+    shared.set_status(status, format!("{base}; {clause}"));
 }

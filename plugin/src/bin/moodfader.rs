@@ -2,6 +2,8 @@
 //!
 //! ```text
 //! moodfader analyze INPUT.mid [--json] [--csv FILE] [--plot FILE.png]
+//! moodfader continue PRIMER.mid --bars N [--valence V] [--arousal A] [--ATTRIBUTE X ...]
+//!                    [--steer S] [--temperature T] [--seed S] -o OUT.mid [--wav OUT.wav]
 //! moodfader export-features [--data DIR] -o OUT.csv
 //! moodfader export-tokens [--data DIR] [--transpose LIST] -o OUT.jsonl
 //! ```
@@ -28,19 +30,33 @@ USAGE:
         --json       print {\"bars\":[{\"bar\",\"start_s\",\"valence\",\"arousal\"}...],\"overall\":{...}}
         --csv FILE   also write the per-bar curve as CSV
         --plot FILE  also draw the curves on bands coloured by quadrant, as PNG
+    moodfader continue PRIMER.mid --bars N [--valence V] [--arousal A] [--ATTRIBUTE X ...]
+                       [--steer S] [--temperature T] [--seed S] -o OUT.mid [--wav OUT.wav]
+        Play on from the primer for N bars (1-16), in its key, tempo and meter, steered toward a
+        valence/arousal target (each in [-1, 1]) and attribute targets (each in [0, 1]).
+        ATTRIBUTE: note-density, rhythm-density, dynamics, register, pitch-range, mode,
+        articulation, tension. A target not given follows what was heard; --steer S in [0, 1]
+        blends heard (0) and target (1); it defaults to 1 when --valence or --arousal is given.
+        OUT.mid holds only the continuation: its first bar starts at the bar line after the
+        primer's end, so it lines up when placed where the primer starts.
+        --temperature T  sampling temperature (default 1.0); --seed S  (default 1)
     moodfader export-features [--data DIR] -o OUT.csv
         Write the per-bar features of the labelled VGMIDI pieces for training
         (DIR defaults to $MOODFADER_DATA, else ../shared/data).
     moodfader export-tokens [--data DIR] [--transpose LIST] -o OUT.jsonl
         Write token sequences of POP909 and VGMIDI for training the continuation model, with
         per-bar attribute levels; LIST is comma-separated semitones (default 0).
+    moodfader eval-continuation [--quick] [--primer FILE.mid] [-o OUT.json]
+        Measure how the continuation model obeys its faders and targets (default primers: the
+        built-in demo's three moods and the whole demo).
     moodfader --help | --version
 
 ENVIRONMENT:
     MOODFADER_ORT_DYLIB   path of libonnxruntime.so.1.31.1 (else the bundled or `cargo xtask setup` copy)
-    MOODFADER_MODEL_DIR   folder with emotion_va.onnx and emotion_va.json (else the built-in model)
+    MOODFADER_MODEL_DIR   folder with emotion_va.onnx/.json and continuation.onnx/.json
+                          (else the built-in models)
 
-Not in this version yet: `continue`, `transcribe`, WAV input.";
+Not in this version yet: `transcribe`, WAV input.";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -85,7 +101,9 @@ fn run(args: &[String]) -> Result<()> {
         "analyze" => analyze(rest),
         "export-features" => export_features(rest),
         "export-tokens" => export_tokens(rest),
-        "continue" | "transcribe" => bail!("{cmd}: not available in this version"),
+        "continue" => continue_cmd(rest),
+        "eval-continuation" => eval_continuation(rest),
+        "transcribe" => bail!("{cmd}: not available in this version"),
         other => Err(usage(format!("unknown command '{other}'"))),
     }
 }
@@ -217,6 +235,124 @@ fn export_tokens(args: &[String]) -> Result<()> {
     );
     for s in &report.skipped {
         eprintln!("  skipped: {s}");
+    }
+    Ok(())
+}
+
+fn parse_in(a: &Args, flag: &str, lo: f32, hi: f32) -> Result<Option<f32>> {
+    match a.value(flag) {
+        None => Ok(None),
+        Some(v) => match v.parse::<f32>() {
+            Ok(x) if x.is_finite() && (lo..=hi).contains(&x) => Ok(Some(x)),
+            _ => Err(usage(format!("{flag}: '{v}' is not a number in [{lo}, {hi}]"))),
+        },
+    }
+}
+
+fn continue_cmd(args: &[String]) -> Result<()> {
+    use moodfader_engine::Attribute;
+    use moodfader_engine::compose::{ContinueOptions, continue_piece, notes_to_smf};
+    use moodfader_engine::continuation::ContinuationModel;
+    use moodfader_engine::steering::SteerRequest;
+
+    let attr_flags: Vec<String> = Attribute::ALL.iter().map(|a| format!("--{}", a.cli_name())).collect();
+    let mut with_value = vec!["--bars", "--valence", "--arousal", "--steer", "--temperature", "--seed", "-o", "--wav"];
+    with_value.extend(attr_flags.iter().map(String::as_str));
+    let a = parse(args, &with_value, &[])?;
+    let [input] = a.positional.as_slice() else {
+        return Err(usage("continue takes exactly one PRIMER.mid"));
+    };
+    let out = a.value("-o").ok_or_else(|| usage("continue needs -o OUT.mid"))?;
+    let bars = match a.value("--bars") {
+        None => return Err(usage("continue needs --bars N (1-16)")),
+        Some(v) => v.parse::<u32>().ok().filter(|n| (1..=16).contains(n)).ok_or_else(|| usage(format!("--bars: '{v}' is not a whole number in 1..=16")))?,
+    };
+    if a.value("--wav").is_some() {
+        bail!("--wav: rendering with the preview voice is not available in this version");
+    }
+    let valence = parse_in(&a, "--valence", -1.0, 1.0)?;
+    let arousal = parse_in(&a, "--arousal", -1.0, 1.0)?;
+    let steer = parse_in(&a, "--steer", 0.0, 1.0)?;
+    let temperature = parse_in(&a, "--temperature", 0.05, 3.0)?.unwrap_or(1.0);
+    let seed = match a.value("--seed") {
+        None => 1,
+        Some(v) => v.parse::<u64>().map_err(|_| usage(format!("--seed: '{v}' is not a whole number >= 0")))?,
+    };
+    let mut manual = [None; 8];
+    for (i, flag) in attr_flags.iter().enumerate() {
+        manual[i] = parse_in(&a, flag, 0.0, 1.0)?;
+    }
+    let path = Path::new(input);
+    let piece = read_midi_file(path)?;
+    if piece.bars.is_empty() {
+        bail!("{}: no notes to continue", path.display());
+    }
+    // A target given only in part takes the rest from what the estimator hears in the primer.
+    let (mut tv, mut ta) = (valence.unwrap_or(0.0), arousal.unwrap_or(0.0));
+    if valence.is_none() != arousal.is_none() {
+        let mut emotion = load_model()?;
+        let analysis = analyze_piece(&piece, &mut emotion)?;
+        let recent = &analysis.bars[analysis.bars.len().saturating_sub(4)..];
+        let n = recent.len().max(1) as f32;
+        tv = valence.unwrap_or(recent.iter().map(|b| b.valence).sum::<f32>() / n);
+        ta = arousal.unwrap_or(recent.iter().map(|b| b.arousal).sum::<f32>() / n);
+    }
+    let steer = steer.unwrap_or(if valence.is_some() || arousal.is_some() { 1.0 } else { 0.0 });
+    ensure_runtime(moodfader::embedded_runtime())?;
+    let mut model = ContinuationModel::load_default()?;
+    let opts = ContinueOptions {
+        bars,
+        steer: SteerRequest { target_valence: tv, target_arousal: ta, steer, manual },
+        temperature,
+        seed,
+        ..Default::default()
+    };
+    let c = continue_piece(&mut model, &piece, &opts).with_context(|| format!("{}: cannot continue", path.display()))?;
+    write_atomically(Path::new(out), &notes_to_smf(&c.notes, c.tempo_bpm, c.meter))?;
+    let names = Attribute::ALL.map(|a| a.cli_name());
+    let fmt = |x: &[f32; 8]| names.iter().zip(x).map(|(n, v)| format!("{n} {v:.2}")).collect::<Vec<_>>().join(", ");
+    eprintln!(
+        "wrote {out}: {} notes in {bars} bars at {:.1} BPM {}/{}, key {}; {:.0} ms ({} tokens)\n  heard:  {}\n  target: {}",
+        c.notes.len(),
+        c.tempo_bpm,
+        c.meter.0,
+        c.meter.1,
+        c.scale.map(|s| s.name()).unwrap_or_else(|| "none".into()),
+        c.generated.total.as_secs_f64() * 1e3,
+        c.generated.num_tokens,
+        fmt(&c.heard),
+        fmt(&c.targets),
+    );
+    Ok(())
+}
+
+fn eval_continuation(args: &[String]) -> Result<()> {
+    use moodfader_engine::continuation::ContinuationModel;
+    use moodfader_engine::evaluate::{EvalConfig, Primer, demo_primers, evaluate};
+
+    let a = parse(args, &["-o", "--primer"], &["--quick"])?;
+    let primers = match a.value("--primer") {
+        Some(p) => {
+            let piece = read_midi_file(Path::new(p))?;
+            vec![Primer { name: p.to_string(), notes: piece.notes, bars: piece.bars }]
+        }
+        None => demo_primers(&moodfader_engine::midifile::parse_midi(moodfader::DEMO_MID).context("built-in demo")?),
+    };
+    let mut emotion = load_model()?;
+    let mut model = ContinuationModel::load_default()?;
+    let cfg = if a.has("--quick") { EvalConfig::QUICK } else { EvalConfig::FULL };
+    let report = evaluate(&mut model, &mut emotion, &primers, cfg)?;
+    let json = serde_json::to_string_pretty(&report)?;
+    match a.value("-o") {
+        Some(out) => write_atomically(Path::new(out), json.as_bytes())?,
+        None => println!("{json}"),
+    }
+    eprintln!(
+        "linearity R2 (mean) {:.3}, consistency (mean) {:.3}, emotion quadrant accuracy {:.3} ({} trials), in key {:.3}, notes past end {}, {:.0} tokens/s",
+        report.mean_linearity_r2, report.mean_consistency, report.emotion_quadrant_accuracy, report.emotion_trials, report.in_key_fraction, report.notes_past_end, report.tokens_per_second
+    );
+    for at in &report.attributes {
+        eprintln!("  {:15} R2 {:.3} (all {:.3})  consistency {:.3}  slope {:+.2}  others |r| {:.2}", at.attribute, at.linearity_r2, at.linearity_r2_all, at.consistency, at.slope, at.others_mean_abs_r);
     }
     Ok(())
 }

@@ -1,0 +1,581 @@
+#!/usr/bin/env python3
+"""Train Moodfader's continuation model (a small decoder-only transformer over the Rust token
+vocabulary) and export it to ONNX with its key/value cache as inputs and outputs.
+
+Input: the JSONL token file written by `moodfader export-tokens` (one piece and transposition per
+line, every bar `Bar, Attr x8, (Position, (Pitch, Velocity, Duration)+)*`) with its sidecar
+`<tokens>.json` (vocabulary size, spec versions, attribute scale, split rule), and the per-bar
+feature CSV written by `moodfader export-features` (for the emotion-to-attribute bridge).
+
+What it does, in order:
+  1. Loads the sequences; the split (train/valid, by piece) is the one the exporter wrote.
+  2. Trains (or resumes from --work/checkpoint.pt) with AdamW and a cosine schedule on windows of
+     CONTEXT tokens that start at a bar line; the loss skips PAD and the attribute tokens (the
+     sampler forces those). Stops after --steps total steps or --minutes of wall time, whichever
+     comes first, checkpointing every --checkpoint-every steps and at the end.
+  3. Measures the validation loss (mean cross-entropy per predicted token, fixed windows).
+  4. Fits the emotion-to-attribute bridge: for each attribute, least squares of its normalised
+     level in [0, 1] on (1, V, A, V*A) over the labelled VGMIDI bars (the listeners' ratings).
+  5. Exports the graph by hand with plain ONNX ops (opset 17), checks ONNX Runtime against torch
+     (prefill then cached steps; fails loudly beyond PARITY_ATOL) and writes the manifest.
+
+Usage: python train_continuation.py --tokens JSONL --features CSV --work DIR --out DIR
+           [--steps N] [--minutes M] [--export-only] [--threads N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import hashlib
+import json
+import math
+import os
+import sys
+import time
+
+import numpy as np
+import onnx
+import torch
+from onnx import TensorProto, helper, numpy_helper
+from torch import nn
+from torch.nn import functional as F
+
+MODEL_NAME = "continuation"
+ONNX_OPSET = 17
+ONNX_IR_VERSION = 8
+PARITY_ATOL = 2e-3
+BRIDGE_MAX_STRETCH = 2.0
+QUANT_MAX_LOSS_INCREASE = 0.03  # nats per token the int8 file may lose against float32
+
+# Architecture (kept small: the sampler runs on one core inside a plugin).
+D_MODEL = 192
+N_LAYERS = 4
+N_HEADS = 4
+D_FF = 768
+CONTEXT = 512  # training window; the Rust side never lets its cache grow past this
+
+# Token layout, mirrored from plugin/engine/src/tokens.rs (checked against the sidecar below).
+PAD, BOS, EOS, BAR = 0, 1, 2, 3
+
+
+def log(msg: str) -> None:
+    print(msg, flush=True)
+
+
+# ------------------------------------------------------------------------------------------ data
+def load_tokens(path: str, cache_dir: str):
+    """Returns (train, valid): lists of int16 arrays. Caches the parse as .npz beside --work."""
+    st = os.stat(path)
+    cache = os.path.join(cache_dir, f"tokens-{st.st_size}-{int(st.st_mtime)}.npz")
+    if os.path.exists(cache):
+        z = np.load(cache)
+        return _unpack(z["train_flat"], z["train_len"]), _unpack(z["valid_flat"], z["valid_len"])
+    train, valid = [], []
+    with open(path) as fh:
+        for line in fh:
+            row = json.loads(line)
+            seq = np.asarray(row["tokens"], dtype=np.int16)
+            if row["split"] != "valid":
+                train.append(seq)
+            elif row["transpose"] == 0:  # validate on the pieces as written
+                valid.append(seq)
+    np.savez(
+        cache,
+        train_flat=np.concatenate(train),
+        train_len=np.array([len(s) for s in train]),
+        valid_flat=np.concatenate(valid),
+        valid_len=np.array([len(s) for s in valid]),
+    )
+    return train, valid
+
+
+def _unpack(flat, lens):
+    out, o = [], 0
+    for n in lens:
+        out.append(flat[o : o + n])
+        o += n
+    return out
+
+
+class Windows:
+    """Random training windows of CONTEXT+1 tokens starting at a bar line (or at BOS)."""
+
+    def __init__(self, seqs, rng: np.random.Generator):
+        self.seqs = seqs
+        self.rng = rng
+        self.starts = [np.concatenate([[0], np.flatnonzero(s == BAR)]) for s in seqs]
+        lens = np.array([len(s) for s in seqs], dtype=np.float64)
+        self.p = lens / lens.sum()
+
+    def batch(self, n: int) -> torch.Tensor:
+        out = np.full((n, CONTEXT + 1), PAD, dtype=np.int64)
+        for i, k in enumerate(self.rng.choice(len(self.seqs), size=n, p=self.p)):
+            s = self.seqs[k]
+            st = self.starts[k]
+            start = int(st[self.rng.integers(len(st))])
+            w = s[start : start + CONTEXT + 1]
+            out[i, : len(w)] = w
+        return torch.from_numpy(out)
+
+
+def fixed_valid_windows(seqs, per_seq: int = 2):
+    """Deterministic validation windows: up to `per_seq` evenly spaced bar starts per piece."""
+    rows = []
+    for s in seqs:
+        st = np.concatenate([[0], np.flatnonzero(s == BAR)])
+        for j in np.linspace(0, len(st) - 1, num=min(per_seq, len(st))).astype(int):
+            w = s[int(st[j]) : int(st[j]) + CONTEXT + 1]
+            row = np.full(CONTEXT + 1, PAD, dtype=np.int64)
+            row[: len(w)] = w
+            rows.append(row)
+    return torch.from_numpy(np.stack(rows))
+
+
+# ----------------------------------------------------------------------------------------- model
+class Block(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.ln1 = nn.LayerNorm(D_MODEL)
+        self.qkv = nn.Linear(D_MODEL, 3 * D_MODEL)
+        self.proj = nn.Linear(D_MODEL, D_MODEL)
+        self.ln2 = nn.LayerNorm(D_MODEL)
+        self.fc1 = nn.Linear(D_MODEL, D_FF)
+        self.fc2 = nn.Linear(D_FF, D_MODEL)
+
+    def forward(self, x):
+        b, t, _ = x.shape
+        dh = D_MODEL // N_HEADS
+        q, k, v = self.qkv(self.ln1(x)).split(D_MODEL, dim=2)
+        q, k, v = (z.view(b, t, N_HEADS, dh).transpose(1, 2) for z in (q, k, v))
+        a = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        x = x + self.proj(a.transpose(1, 2).reshape(b, t, D_MODEL))
+        return x + self.fc2(F.gelu(self.fc1(self.ln2(x))))
+
+
+class Generator(nn.Module):
+    def __init__(self, vocab: int):
+        super().__init__()
+        self.tok = nn.Embedding(vocab, D_MODEL)
+        self.pos = nn.Embedding(CONTEXT, D_MODEL)
+        self.blocks = nn.ModuleList(Block() for _ in range(N_LAYERS))
+        self.ln_f = nn.LayerNorm(D_MODEL)
+        nn.init.normal_(self.tok.weight, std=0.02)
+        nn.init.normal_(self.pos.weight, std=0.01)
+
+    def forward(self, x):
+        t = x.shape[1]
+        h = self.tok(x) + self.pos(torch.arange(t, device=x.device))[None]
+        for b in self.blocks:
+            h = b(h)
+        return self.ln_f(h) @ self.tok.weight.T  # tied output projection
+
+
+def loss_fn(model, batch, attr_base: int):
+    x, y = batch[:, :-1], batch[:, 1:]
+    logits = model(x)
+    mask = (y != PAD) & (y < attr_base)
+    ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1), reduction="none")
+    ce = ce.view_as(y) * mask
+    return ce.sum() / mask.sum().clamp(min=1), mask.sum()
+
+
+@torch.no_grad()
+def valid_loss(model, windows, attr_base: int, bs: int = 32) -> float:
+    model.eval()
+    tot, n = 0.0, 0
+    for i in range(0, len(windows), bs):
+        l, m = loss_fn(model, windows[i : i + bs], attr_base)
+        tot += float(l) * int(m)
+        n += int(m)
+    model.train()
+    return tot / max(n, 1)
+
+
+# ------------------------------------------------------------------------------- emotion bridge
+def fit_bridge(features_csv: str, scale: dict, attributes: list[str], feature_of: dict[str, str]):
+    import csv
+
+    with open(features_csv) as fh:
+        rows = list(csv.DictReader(fh))
+    v = np.array([float(r["valence"]) for r in rows])
+    a = np.array([float(r["arousal"]) for r in rows])
+    pieces = np.array([r["piece"] for r in rows])
+    X = np.stack([np.ones_like(v), v, a, v * a], axis=1)
+    out = {"terms": ["1", "valence", "arousal", "valence*arousal"], "attributes": {}}
+    # Hold out every 5th piece (sorted) to report how well the bridge generalises.
+    uniq = sorted(set(pieces))
+    hold = np.isin(pieces, uniq[::5])
+    for i, name in enumerate(attributes):
+        raw = np.array([float(r["f_" + feature_of[name]]) for r in rows])
+        lo, hi = scale["p5"][i], scale["p95"][i]
+        y = np.clip((raw - lo) / max(hi - lo, 1e-9), 0.0, 1.0)
+        coef_tr, *_ = np.linalg.lstsq(X[~hold], y[~hold], rcond=None)
+        pred = X[hold] @ coef_tr
+        r = float(np.corrcoef(pred, y[hold])[0, 1]) if np.std(pred) > 0 else 0.0
+        coef, *_ = np.linalg.lstsq(X, y, rcond=None)
+        # Least squares shrinks toward the mean; stretch the prediction to the attribute's own
+        # spread (the concordance-optimal line), at most BRIDGE_MAX_STRETCH times.
+        pred = X @ coef
+        k = min(float(np.std(y) / max(np.std(pred), 1e-9)), BRIDGE_MAX_STRETCH)
+        coef = np.concatenate([[np.mean(y) - k * np.mean(pred) + k * coef[0]], k * coef[1:]])
+        out["attributes"][name] = {"coef": [float(c) for c in coef], "holdout_r": r, "stretch": k}
+        log(f"  bridge {name:15s} coef {np.round(coef, 3)}  held-out r {r:+.3f}")
+    out["fitted_on"] = (
+        f"{len(rows)} labelled VGMIDI bars (listener mean ratings): least squares on (1, V, A, V*A), then the "
+        f"prediction stretched to the attribute's spread (at most {BRIDGE_MAX_STRETCH}x); held-out r (before "
+        "stretching, which does not change r) from a fit without every 5th piece"
+    )
+    return out
+
+
+# ---------------------------------------------------------------------------------------- export
+def export_onnx(model: Generator, path: str, vocab: int) -> None:
+    """Hand-built graph. Inputs: tokens int64 [1,T], positions int64 [1,T] (absolute, < CONTEXT),
+    attn_bias float [T, P+T] (0 where allowed, -1e9 where masked; the caller builds it),
+    past_key_l / past_value_l float [1,H,P,Dh] per layer. Outputs: logits float [1,V] for the
+    LAST input token only, present_key_l / present_value_l [1,H,P+T,Dh]."""
+    sd = {k: v.detach().float().numpy() for k, v in model.state_dict().items()}
+    dh = D_MODEL // N_HEADS
+    inits, nodes = [], []
+
+    def init(name, arr):
+        inits.append(numpy_helper.from_array(np.asarray(arr), name))
+        return name
+
+    def node(op, ins, outs, **kw):
+        nodes.append(helper.make_node(op, ins, outs, **kw))
+        return outs[0]
+
+    init("tok_emb", sd["tok.weight"])
+    init("tok_emb_t", sd["tok.weight"].T.copy())
+    init("pos_emb", sd["pos.weight"])
+    init("shape_heads", np.array([0, 0, N_HEADS, dh], dtype=np.int64))
+    init("shape_model", np.array([0, 0, D_MODEL], dtype=np.int64))
+    init("split_qkv", np.array([D_MODEL, D_MODEL, D_MODEL], dtype=np.int64))
+    init("scale", np.array(1.0 / math.sqrt(dh), dtype=np.float32))
+    init("last", np.array(-1, dtype=np.int64))
+    init("half", np.array(0.5, dtype=np.float32))
+    init("one", np.array(1.0, dtype=np.float32))
+    init("inv_sqrt2", np.array(1.0 / math.sqrt(2.0), dtype=np.float32))
+
+    te = node("Gather", ["tok_emb", "tokens"], ["te"], axis=0)
+    pe = node("Gather", ["pos_emb", "positions"], ["pe"], axis=0)
+    x = node("Add", [te, pe], ["x0"])
+    inputs = [
+        helper.make_tensor_value_info("tokens", TensorProto.INT64, [1, "T"]),
+        helper.make_tensor_value_info("positions", TensorProto.INT64, [1, "T"]),
+        helper.make_tensor_value_info("attn_bias", TensorProto.FLOAT, ["T", "PT"]),
+    ]
+    outputs = [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, vocab])]
+    for l in range(N_LAYERS):
+        p = f"blocks.{l}."
+        pre = f"l{l}_"
+        for nm in ("ln1", "ln2"):
+            init(pre + nm + "_w", sd[p + nm + ".weight"])
+            init(pre + nm + "_b", sd[p + nm + ".bias"])
+        init(pre + "qkv_w", sd[p + "qkv.weight"].T.copy())
+        init(pre + "qkv_b", sd[p + "qkv.bias"])
+        init(pre + "proj_w", sd[p + "proj.weight"].T.copy())
+        init(pre + "proj_b", sd[p + "proj.bias"])
+        init(pre + "fc1_w", sd[p + "fc1.weight"].T.copy())
+        init(pre + "fc1_b", sd[p + "fc1.bias"])
+        init(pre + "fc2_w", sd[p + "fc2.weight"].T.copy())
+        init(pre + "fc2_b", sd[p + "fc2.bias"])
+        inputs += [
+            helper.make_tensor_value_info(f"past_key_{l}", TensorProto.FLOAT, [1, N_HEADS, "P", dh]),
+            helper.make_tensor_value_info(f"past_value_{l}", TensorProto.FLOAT, [1, N_HEADS, "P", dh]),
+        ]
+        outputs += [
+            helper.make_tensor_value_info(f"present_key_{l}", TensorProto.FLOAT, [1, N_HEADS, "PT", dh]),
+            helper.make_tensor_value_info(f"present_value_{l}", TensorProto.FLOAT, [1, N_HEADS, "PT", dh]),
+        ]
+        h = node("LayerNormalization", [x, pre + "ln1_w", pre + "ln1_b"], [pre + "h1"], axis=-1, epsilon=1e-5)
+        qkv = node("MatMul", [h, pre + "qkv_w"], [pre + "qkv0"])
+        qkv = node("Add", [qkv, pre + "qkv_b"], [pre + "qkv"])
+        node("Split", [qkv, "split_qkv"], [pre + "q0", pre + "k0", pre + "v0"], axis=2)
+        heads = {}
+        for z in ("q", "k", "v"):
+            r = node("Reshape", [pre + z + "0", "shape_heads"], [pre + z + "1"])
+            heads[z] = node("Transpose", [r], [pre + z + "2"], perm=[0, 2, 1, 3])
+        k_all = node("Concat", [f"past_key_{l}", heads["k"]], [f"present_key_{l}"], axis=2)
+        v_all = node("Concat", [f"past_value_{l}", heads["v"]], [f"present_value_{l}"], axis=2)
+        kt = node("Transpose", [k_all], [pre + "kt"], perm=[0, 1, 3, 2])
+        s = node("MatMul", [heads["q"], kt], [pre + "s0"])
+        s = node("Mul", [s, "scale"], [pre + "s1"])
+        s = node("Add", [s, "attn_bias"], [pre + "s2"])
+        pr = node("Softmax", [s], [pre + "pr"], axis=-1)
+        c = node("MatMul", [pr, v_all], [pre + "c0"])
+        c = node("Transpose", [c], [pre + "c1"], perm=[0, 2, 1, 3])
+        c = node("Reshape", [c, "shape_model"], [pre + "c2"])
+        c = node("MatMul", [c, pre + "proj_w"], [pre + "c3"])
+        c = node("Add", [c, pre + "proj_b"], [pre + "c4"])
+        x = node("Add", [x, c], [pre + "x1"])
+        h = node("LayerNormalization", [x, pre + "ln2_w", pre + "ln2_b"], [pre + "h2"], axis=-1, epsilon=1e-5)
+        f = node("MatMul", [h, pre + "fc1_w"], [pre + "f0"])
+        f = node("Add", [f, pre + "fc1_b"], [pre + "f1"])
+        # exact GELU: 0.5 * f * (1 + erf(f / sqrt(2)))
+        g = node("Mul", [f, "inv_sqrt2"], [pre + "g0"])
+        g = node("Erf", [g], [pre + "g1"])
+        g = node("Add", [g, "one"], [pre + "g2"])
+        g = node("Mul", [f, g], [pre + "g3"])
+        g = node("Mul", [g, "half"], [pre + "g4"])
+        f = node("MatMul", [g, pre + "fc2_w"], [pre + "f2"])
+        f = node("Add", [f, pre + "fc2_b"], [pre + "f3"])
+        x = node("Add", [x, f], [pre + "x2"])
+    init("lnf_w", sd["ln_f.weight"])
+    init("lnf_b", sd["ln_f.bias"])
+    xl = node("Gather", [x, "last"], ["x_last"], axis=1)  # [1, D]
+    xl = node("LayerNormalization", [xl, "lnf_w", "lnf_b"], ["x_lnf"], axis=-1, epsilon=1e-5)
+    node("MatMul", [xl, "tok_emb_t"], ["logits"])
+    graph = helper.make_graph(nodes, "moodfader_continuation", inputs, outputs, inits)
+    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", ONNX_OPSET)], producer_name="moodfader")
+    m.ir_version = ONNX_IR_VERSION
+    onnx.checker.check_model(m, full_check=True)
+    onnx.save(m, path)
+
+
+def causal_bias(t: int, p: int) -> np.ndarray:
+    """0 where query i (absolute p+i) may see key j (absolute j <= p+i), else -1e9."""
+    i = np.arange(t)[:, None] + p
+    j = np.arange(p + t)[None, :]
+    return np.where(j <= i, 0.0, -1e9).astype(np.float32)
+
+
+def run_cached(sess, toks: list[int], prefill: int):
+    """Prefill `prefill` tokens, then feed the rest one by one; returns logits after each step
+    (the prefill's last, then one per single step)."""
+    dh = D_MODEL // N_HEADS
+    past = {}
+    for l in range(N_LAYERS):
+        past[f"past_key_{l}"] = np.zeros((1, N_HEADS, 0, dh), np.float32)
+        past[f"past_value_{l}"] = np.zeros((1, N_HEADS, 0, dh), np.float32)
+    outs = []
+    pos = 0
+    chunks = [toks[:prefill]] + [[t] for t in toks[prefill:]]
+    for ch in chunks:
+        t = len(ch)
+        feed = {
+            "tokens": np.array([ch], np.int64),
+            "positions": np.arange(pos, pos + t, dtype=np.int64)[None],
+            "attn_bias": causal_bias(t, pos),
+            **past,
+        }
+        res = sess.run(None, feed)
+        outs.append(res[0][0])
+        for l in range(N_LAYERS):
+            past[f"past_key_{l}"] = res[1 + 2 * l]
+            past[f"past_value_{l}"] = res[2 + 2 * l]
+        pos += t
+    return np.stack(outs)
+
+
+def ort_loss(path: str, windows: torch.Tensor, attr_base: int, n: int = 24, length: int = 256) -> float:
+    """Mean next-token cross-entropy through ONNX Runtime (cached steps), PAD and attribute
+    targets skipped: the loss of the file the plugin will run."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    sess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+    tot, cnt = 0.0, 0
+    idx = np.linspace(0, len(windows) - 1, num=min(n, len(windows))).astype(int)
+    for i in idx:
+        w = windows[i].numpy()[: length + 1]
+        k = int(np.argmax(w == PAD)) if (w == PAD).any() else len(w)
+        if k < 3:
+            continue
+        logits = run_cached(sess, [int(t) for t in w[: k - 1]], 1)
+        y = w[1:k]
+        lse = np.log(np.exp(logits - logits.max(-1, keepdims=True)).sum(-1)) + logits.max(-1)
+        ce = lse - logits[np.arange(len(y)), y]
+        m = y < attr_base
+        tot += float(ce[m].sum())
+        cnt += int(m.sum())
+    return tot / max(cnt, 1)
+
+
+def parity_check(path: str, model: Generator, seq: np.ndarray) -> float:
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    sess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+    toks = [int(t) for t in seq[:200]]
+    prefill = 150
+    got = run_cached(sess, toks, prefill)
+    with torch.no_grad():
+        model.eval()
+        full = model(torch.tensor([toks]))[0].numpy()
+    want = full[prefill - 1 :]
+    return float(np.abs(got - want).max())
+
+
+# ------------------------------------------------------------------------------------------- main
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--tokens", required=True)
+    ap.add_argument("--features", required=True, help="VGMIDI per-bar features CSV (for the bridge)")
+    ap.add_argument("--work", required=True, help="folder for the checkpoint and the parse cache")
+    ap.add_argument("--out", required=True, help="folder for continuation.onnx and continuation.json")
+    ap.add_argument("--steps", type=int, default=60000, help="total optimiser steps (resume counts)")
+    ap.add_argument("--minutes", type=float, default=1e9, help="wall-clock limit for this run")
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--seed", type=int, default=1234)
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    ap.add_argument("--checkpoint-every", type=int, default=500)
+    ap.add_argument("--export-only", action="store_true", help="export the checkpoint, do not train")
+    ap.add_argument("--no-quantize", dest="quantize", action="store_false", help="always ship float32")
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    t0 = time.time()
+    os.makedirs(args.work, exist_ok=True)
+    os.makedirs(args.out, exist_ok=True)
+
+    with open(args.tokens + ".json") as fh:
+        side = json.load(fh)
+    vocab = int(side["vocab_size"])
+    attr_base = vocab - 64  # the attribute tokens are the vocabulary's last 8 x 8 ids
+    train, valid = load_tokens(args.tokens, args.work)
+    n_train = sum(len(s) for s in train)
+    log(f"data: {len(train)} train / {len(valid)} valid sequences, {n_train} train tokens, vocab {vocab}")
+    vwin = fixed_valid_windows(valid)
+
+    torch.manual_seed(args.seed)
+    model = Generator(vocab)
+    n_params = sum(p.numel() for p in model.parameters())
+    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
+    no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.05}, {"params": no_decay, "weight_decay": 0.0}], lr=args.lr, betas=(0.9, 0.98))
+    ckpt_path = os.path.join(args.work, "checkpoint.pt")
+    step, history, tokens_seen, train_seconds = 0, [], 0, 0.0
+    rng = np.random.default_rng(args.seed)
+    if os.path.exists(ckpt_path):
+        ck = torch.load(ckpt_path, weights_only=False)
+        if ck["vocab"] != vocab or ck["arch"] != arch_dict():
+            raise SystemExit(f"{ckpt_path}: checkpoint is for another vocabulary or architecture; move it away")
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["opt"])
+        step, history, tokens_seen = ck["step"], ck["history"], ck["tokens_seen"]
+        train_seconds = ck.get("train_seconds", 0.0)
+        rng = np.random.default_rng(args.seed + step)
+        log(f"resumed from {ckpt_path} at step {step} ({tokens_seen} tokens, {train_seconds / 60:.1f} min trained)")
+    log(f"model: {n_params} parameters, d={D_MODEL} layers={N_LAYERS} heads={N_HEADS} ff={D_FF} context={CONTEXT}")
+
+    def save():
+        tmp = ckpt_path + ".tmp"
+        torch.save(
+            {"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "history": history, "tokens_seen": tokens_seen,
+             "train_seconds": train_seconds, "vocab": vocab, "arch": arch_dict()},
+            tmp,
+        )
+        os.replace(tmp, ckpt_path)
+
+    if not args.export_only:
+        win = Windows(train, rng)
+        warmup = 500
+        run_start = time.time()
+        last_log = time.time()
+        while step < args.steps and (time.time() - run_start) / 60 < args.minutes:
+            lr = args.lr * min(1.0, (step + 1) / warmup) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(step / args.steps, 1.0))))
+            for g in opt.param_groups:
+                g["lr"] = lr
+            ts = time.time()
+            l, m = loss_fn(model, win.batch(args.batch), attr_base)
+            opt.zero_grad(set_to_none=True)
+            l.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            train_seconds += time.time() - ts
+            step += 1
+            tokens_seen += int(m)
+            if time.time() - last_log > 60:
+                log(f"step {step} loss {float(l):.3f} lr {lr:.2e} {tokens_seen / max(train_seconds, 1e-9):.0f} tok/s")
+                last_log = time.time()
+            if step % args.checkpoint_every == 0:
+                vl = valid_loss(model, vwin, attr_base)
+                history.append({"step": step, "train_loss": float(l), "valid_loss": vl, "tokens_seen": tokens_seen})
+                log(f"step {step}: valid loss {vl:.4f} (train {float(l):.3f}); checkpoint")
+                save()
+        save()
+
+    vl = valid_loss(model, vwin, attr_base)
+    log(f"final valid loss {vl:.4f} at step {step}")
+    attributes = side["attributes"]
+    bridge = fit_bridge(args.features, side["attribute_scale"], attributes, dict(zip(attributes, side["attribute_features"])))
+    onnx_path = os.path.join(args.out, f"{MODEL_NAME}.onnx")
+    tmp_path = onnx_path + ".tmp"
+    export_onnx(model, tmp_path, vocab)
+    diff = parity_check(tmp_path, model, vwin[0].numpy())
+    if diff > PARITY_ATOL:
+        os.remove(tmp_path)
+        raise SystemExit(f"PARITY FAILED: max |onnxruntime - torch| = {diff:.3g} > {PARITY_ATOL}")
+    log(f"parity: onnxruntime (prefill + cached steps) vs torch, max |diff| = {diff:.2e}")
+    # Int8 weights (dynamic quantisation of the MatMuls) when they cost little: ~4x smaller, ~2x faster.
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    q_path = onnx_path + ".q.tmp"
+    quantize_dynamic(tmp_path, q_path, weight_type=QuantType.QInt8)
+    loss_fp32 = ort_loss(tmp_path, vwin, attr_base)
+    loss_int8 = ort_loss(q_path, vwin, attr_base)
+    quantized = args.quantize and loss_int8 - loss_fp32 <= QUANT_MAX_LOSS_INCREASE
+    log(f"onnxruntime valid loss: float32 {loss_fp32:.4f}, int8 {loss_int8:.4f} -> shipping {'int8' if quantized else 'float32'}")
+    os.replace(q_path if quantized else tmp_path, onnx_path)
+    for p in (tmp_path, q_path):
+        if os.path.exists(p):
+            os.remove(p)
+    with open(onnx_path, "rb") as fh:
+        sha = hashlib.sha256(fh.read()).hexdigest()
+    manifest = {
+        "name": MODEL_NAME,
+        "token_spec_version": side["token_spec_version"],
+        "feature_spec_version": side["feature_spec_version"],
+        "vocab_size": vocab,
+        "architecture": {**arch_dict(), "parameters": n_params, "kind": "decoder-only transformer, pre-LN, learned positions, tied output"},
+        "inputs": {
+            "tokens": "int64 [1,T]",
+            "positions": "int64 [1,T], absolute positions, each < context",
+            "attn_bias": "float32 [T,P+T]: 0 where query i (at P+i) may attend key j (j <= P+i), -1e9 elsewhere",
+            "past_key_l / past_value_l": f"float32 [1,{N_HEADS},P,{D_MODEL // N_HEADS}] for l in 0..{N_LAYERS}",
+        },
+        "outputs": {
+            "logits": f"float32 [1,{vocab}] for the last input token",
+            "present_key_l / present_value_l": f"float32 [1,{N_HEADS},P+T,{D_MODEL // N_HEADS}]",
+        },
+        "opset": ONNX_OPSET,
+        "attribute_scale": side["attribute_scale"],
+        "attributes": attributes,
+        "bridge": bridge,
+        "training_data": "POP909 (909 songs) + VGMIDI unlabelled (625) + labelled (164) pieces; split by piece: " + side["split"],
+        "transpositions": side["transpositions"],
+        "train_tokens": n_train,
+        "steps": step,
+        "batch": args.batch,
+        "tokens_seen": tokens_seen,
+        "train_minutes": round(train_seconds / 60, 1),
+        "valid_loss": round(vl, 4),
+        "history": history[-40:],
+        "parity_max_abs_diff": diff,
+        "quantized": "int8 dynamic (MatMul weights)" if quantized else "no (float32)",
+        "ort_valid_loss": {"float32": round(loss_fp32, 4), "int8": round(loss_int8, 4)},
+        "sha256": sha,
+        "trained_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "torch_version": torch.__version__,
+        "seed": args.seed,
+    }
+    man_path = os.path.join(args.out, f"{MODEL_NAME}.json")
+    with open(man_path + ".tmp", "w") as fh:
+        json.dump(manifest, fh, indent=2)
+        fh.write("\n")
+    os.replace(man_path + ".tmp", man_path)
+    log(f"wrote {onnx_path} ({os.path.getsize(onnx_path)} bytes, sha256 {sha[:12]}…) and {man_path} in {time.time() - t0:.0f}s")
+
+
+def arch_dict():
+    return {"d_model": D_MODEL, "layers": N_LAYERS, "heads": N_HEADS, "d_ff": D_FF, "context": CONTEXT}
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,186 @@
+//! A continuation of heard music, end to end: primer tokens from the heard notes, the steered
+//! attribute targets and key, the bars to write on the host's (or file's) meter and tempo, the
+//! sampler, and the notes placed back on real time. Shared by the worker and `moodfader continue`.
+//!
+//! Thread: worker / command line
+
+use anyhow::{Result, bail};
+
+use crate::attributes::AttributeScale;
+use crate::continuation::{BarPlan, ContinuationModel, Generated, SamplerSettings};
+use crate::features::features_for_bars;
+use crate::midifile::{Piece, single_track_smf};
+use crate::notes::{BarWindow, Note};
+use crate::steering::{Scale, SteerRequest, attribute_targets, heard_attributes, heard_key, level_of, target_scale};
+use crate::tokens::{EOS, NUM_POSITIONS, STEPS_PER_QUARTER, encode, grid_to_notes};
+use crate::{Attribute, tokens};
+
+/// Most bars one continuation may have (the product's range is 1–16).
+pub const MAX_BARS: u32 = 16;
+/// Bars of the primer whose attributes count as "what was heard".
+pub const HEARD_BARS: usize = 4;
+/// Bars of the primer the key is read from.
+pub const KEY_BARS: usize = 8;
+
+/// What to generate.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ContinueOptions {
+    pub bars: u32,
+    pub steer: SteerRequest,
+    pub temperature: f32,
+    pub top_p: f32,
+    pub seed: u64,
+    /// Zero-based MIDI channel of the generated notes.
+    pub channel: u8,
+    /// Keep to the heard key (moved to its parallel mode when the mode target asks).
+    pub key_aware: bool,
+}
+
+impl Default for ContinueOptions {
+    fn default() -> Self {
+        Self { bars: 4, steer: SteerRequest::default(), temperature: 1.0, top_p: 0.95, seed: 1, channel: 0, key_aware: true }
+    }
+}
+
+/// A generated continuation and how it was asked for.
+#[derive(Debug, Clone)]
+pub struct Continuation {
+    /// Notes on the real timeline (beats and seconds continue the primer's).
+    pub notes: Vec<Note>,
+    /// The bars written, after the primer's last bar.
+    pub bars: Vec<BarWindow>,
+    /// What was heard (fader values) and what was asked (fader values), per attribute.
+    pub heard: [f32; 8],
+    pub targets: [f32; 8],
+    pub scale: Option<Scale>,
+    pub tempo_bpm: f64,
+    pub meter: (u32, u32),
+    pub generated: Generated,
+}
+
+/// Tokens of what was heard, each bar conditioned on its own measured attributes (exactly as the
+/// training data was written), without the end token.
+pub fn primer_tokens(scale: &AttributeScale, notes: &[Note], bars: &[BarWindow]) -> Vec<u32> {
+    let feats = features_for_bars(notes, bars);
+    let mut t = encode(notes, bars, |b| scale.levels(&crate::attributes::raw_attributes(&feats[b])));
+    if t.last() == Some(&EOS) {
+        t.pop();
+    }
+    t
+}
+
+/// `n` bars following `last`, same length and tempo.
+pub fn bars_after(last: &BarWindow, n: u32) -> Vec<BarWindow> {
+    let dur_s = last.len_beats * 60.0 / last.tempo_bpm.max(1.0);
+    (1..=n as usize)
+        .map(|k| {
+            let start_s = last.start_s + dur_s * k as f64;
+            BarWindow {
+                start_s,
+                end_s: start_s + dur_s,
+                start_beats: last.start_beats + last.len_beats * k as f64,
+                len_beats: last.len_beats,
+                tempo_bpm: last.tempo_bpm,
+            }
+        })
+        .collect()
+}
+
+/// Grid steps of a bar (at most the vocabulary's longest bar).
+pub fn bar_steps(bar: &BarWindow) -> u32 {
+    ((bar.len_beats * STEPS_PER_QUARTER as f64).round() as u32).clamp(1, NUM_POSITIONS)
+}
+
+/// Generates `opts.bars` bars after `heard_bars`, from the notes heard in them. `on_bar` sees
+/// each bar's notes on the real timeline as soon as it is written and may stop early.
+pub fn continue_notes(
+    model: &mut ContinuationModel,
+    heard_notes: &[Note],
+    heard_bars: &[BarWindow],
+    future: &[BarWindow],
+    opts: &ContinueOptions,
+    mut on_bar: impl FnMut(u32, &[Note]) -> bool,
+) -> Result<Continuation> {
+    if future.is_empty() || future.len() > MAX_BARS as usize {
+        bail!("bars to generate must be 1..={MAX_BARS}, not {}", future.len());
+    }
+    let scale = model.scale().clone();
+    let feats = features_for_bars(heard_notes, heard_bars);
+    let heard = heard_attributes(&scale, &feats, HEARD_BARS);
+    let targets = attribute_targets(&model.bridge, &heard, &opts.steer);
+    let mode_i = Attribute::ALL.iter().position(|&a| a == Attribute::Mode).unwrap_or(5);
+    let key = if opts.key_aware { target_scale(heard_key(heard_notes, heard_bars, KEY_BARS), targets[mode_i]) } else { None };
+    let levels = targets.map(level_of);
+    let plan: Vec<BarPlan> = future.iter().map(|b| BarPlan { steps: bar_steps(b), levels }).collect();
+    let primer = primer_tokens(&scale, heard_notes, heard_bars);
+    let settings = SamplerSettings {
+        temperature: opts.temperature,
+        top_p: opts.top_p,
+        seed: opts.seed,
+        scale: key,
+        ..Default::default()
+    };
+    let channel = opts.channel & 15;
+    let generated = model.generate(&primer, &plan, &settings, |b, grid| {
+        let placed: Vec<tokens::GridNote> = grid.iter().map(|g| tokens::GridNote { bar: b, ..*g }).collect();
+        on_bar(b, &grid_to_notes(&placed, future, channel))
+    })?;
+    let notes = grid_to_notes(&generated.notes, future, channel);
+    let last = future[future.len() - 1];
+    Ok(Continuation {
+        notes,
+        bars: future.to_vec(),
+        heard,
+        targets,
+        scale: key,
+        tempo_bpm: last.tempo_bpm,
+        meter: (0, 0),
+        generated,
+    })
+}
+
+/// `moodfader continue`: the bars after a MIDI file's end, on its last tempo and meter.
+pub fn continue_piece(model: &mut ContinuationModel, piece: &Piece, opts: &ContinueOptions) -> Result<Continuation> {
+    if !(1..=MAX_BARS).contains(&opts.bars) {
+        bail!("--bars must be 1..={MAX_BARS}, not {}", opts.bars);
+    }
+    let Some(last) = piece.bars.last() else { bail!("the primer has no bars (no notes)") };
+    let future = bars_after(last, opts.bars);
+    let mut c = continue_notes(model, &piece.notes, &piece.bars, &future, opts, |_, _| true)?;
+    c.meter = piece.meters.last().map(|m| (m.num, m.den)).unwrap_or((4, 4));
+    Ok(c)
+}
+
+/// Ticks per quarter of the files this writes.
+pub const SMF_TICKS_PER_QUARTER: u16 = 480;
+
+/// A format-0 Standard MIDI File with `notes` (placed by their beats), the tempo and the meter.
+pub fn notes_to_smf(notes: &[Note], tempo_bpm: f64, meter: (u32, u32)) -> Vec<u8> {
+    let tpq = SMF_TICKS_PER_QUARTER as f64;
+    let us = (60_000_000.0 / tempo_bpm.clamp(1.0, 2000.0)).round() as u32;
+    let (num, den) = (meter.0.clamp(1, 255) as u8, meter.1.clamp(1, 128));
+    let den_pow = (31 - den.leading_zeros()) as u8; // log2, rounded down
+    let mut events: Vec<(u64, u8, Vec<u8>)> = vec![
+        (0, 0, vec![0xff, 0x51, 3, (us >> 16) as u8, (us >> 8) as u8, us as u8]),
+        (0, 0, vec![0xff, 0x58, 4, num, den_pow, 24, 8]),
+    ];
+    for n in notes {
+        let on = (n.onset_beats.max(0.0) * tpq).round() as u64;
+        let off = ((n.onset_beats + n.dur_beats).max(0.0) * tpq).round().max(on as f64 + 1.0) as u64;
+        let ch = n.channel & 15;
+        // Order at equal ticks: note-offs (1) before note-ons (2), so a repeated note re-strikes.
+        events.push((on, 2, vec![0x90 | ch, n.pitch & 127, n.velocity.clamp(1, 127)]));
+        events.push((off, 1, vec![0x80 | ch, n.pitch & 127, 0]));
+    }
+    events.sort_by_key(|e| (e.0, e.1));
+    let mut last = 0u64;
+    let deltas: Vec<(u32, Vec<u8>)> = events
+        .into_iter()
+        .map(|(t, _, b)| {
+            let d = (t - last).min(u32::MAX as u64 >> 4) as u32;
+            last = t;
+            (d, b)
+        })
+        .collect();
+    single_track_smf(SMF_TICKS_PER_QUARTER, deltas.iter().map(|(d, b)| (*d, b.as_slice())))
+}

@@ -1,0 +1,242 @@
+//! How well the continuation obeys: attribute control with Music FaderNets' metrics (linearity,
+//! consistency, restrictiveness), emotion control read back by the project's own estimator,
+//! staying in key, and staying inside the asked bars. `cargo xtask train continuation` writes
+//! these into the model's manifest; `tests/continuation_control.rs` re-measures a smaller grid.
+//!
+//! Thread: command line / tests
+
+use anyhow::Result;
+use serde::Serialize;
+
+use crate::attributes::raw_attributes;
+use crate::compose::{ContinueOptions, bars_after, continue_notes};
+use crate::continuation::ContinuationModel;
+use crate::emotion::EmotionModel;
+use crate::features::{context_vector, features_for_bars};
+use crate::notes::{BarWindow, Note};
+use crate::steering::{SteerRequest, heard_key};
+use crate::{Attribute, compose};
+
+/// A primer: heard notes and their bars.
+#[derive(Debug, Clone)]
+pub struct Primer {
+    pub name: String,
+    pub notes: Vec<Note>,
+    pub bars: Vec<BarWindow>,
+}
+
+/// Primers from the repository alone: the demo's three 8-bar moods (calm C major, tense A minor,
+/// bright G major) and the whole demo.
+pub fn demo_primers(demo: &crate::midifile::Piece) -> Vec<Primer> {
+    let mut out = Vec::new();
+    for (name, from, to) in [("demo bars 1-8 (calm)", 0, 8), ("demo bars 9-16 (tense)", 8, 16), ("demo bars 17-24 (bright)", 16, 24)] {
+        let to = to.min(demo.bars.len());
+        if from >= to {
+            continue;
+        }
+        let bars = demo.bars[from..to].to_vec();
+        let (s, e) = (bars[0].start_beats, bars[bars.len() - 1].start_beats + bars[bars.len() - 1].len_beats);
+        let notes = demo.notes.iter().filter(|n| n.onset_beats >= s && n.onset_beats < e).copied().collect();
+        out.push(Primer { name: name.into(), notes, bars });
+    }
+    out.push(Primer { name: "demo, whole".into(), notes: demo.notes.clone(), bars: demo.bars.clone() });
+    out
+}
+
+/// The size of the evaluation grid.
+#[derive(Debug, Clone, Copy)]
+pub struct EvalConfig {
+    pub levels: usize,
+    pub seeds: u64,
+    pub bars: u32,
+    pub emotion_bars: u32,
+    pub temperature: f32,
+}
+
+impl EvalConfig {
+    pub const FULL: EvalConfig = EvalConfig { levels: 8, seeds: 3, bars: 2, emotion_bars: 4, temperature: 1.0 };
+    pub const QUICK: EvalConfig = EvalConfig { levels: 4, seeds: 1, bars: 2, emotion_bars: 4, temperature: 1.0 };
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AttributeControl {
+    pub attribute: String,
+    /// R² of a line through the mean measured value at each fader level.
+    pub linearity_r2: f64,
+    /// R² of a line through every single measurement.
+    pub linearity_r2_all: f64,
+    /// 1 − mean (over levels) of the measured values' standard deviation, on the [0, 1] scale.
+    pub consistency: f64,
+    /// Slope of measured on asked (1 = the fader moves the attribute one for one).
+    pub slope: f64,
+    /// Mean |correlation| of the seven other attributes with this fader (lower = more restrictive).
+    pub others_mean_abs_r: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct EvalReport {
+    pub config: String,
+    pub primers: Vec<String>,
+    pub attributes: Vec<AttributeControl>,
+    pub mean_linearity_r2: f64,
+    pub mean_consistency: f64,
+    /// Fraction of continuations the estimator reads in the asked quadrant.
+    pub emotion_quadrant_accuracy: f64,
+    pub emotion_trials: usize,
+    /// Fraction of notes in the heard key (mode on auto, steer 0).
+    pub in_key_fraction: f64,
+    /// Notes past the asked bars (must be 0).
+    pub notes_past_end: usize,
+    pub num_generations: usize,
+    pub tokens_per_second: f64,
+}
+
+fn measure(notes: &[Note], bars: &[BarWindow], scale: &crate::attributes::AttributeScale) -> [f32; 8] {
+    let feats = features_for_bars(notes, bars);
+    let sounding: Vec<_> = feats.iter().filter(|f| f[13] < 0.5).collect();
+    if sounding.is_empty() {
+        return [0.0; 8];
+    }
+    let mut sum = [0.0f32; 8];
+    for f in &sounding {
+        let x = scale.normalize(&raw_attributes(f));
+        for i in 0..8 {
+            sum[i] += x[i];
+        }
+    }
+    sum.map(|s| s / sounding.len() as f32)
+}
+
+fn r2(x: &[f64], y: &[f64]) -> (f64, f64) {
+    let n = x.len() as f64;
+    let (mx, my) = (x.iter().sum::<f64>() / n, y.iter().sum::<f64>() / n);
+    let sxy: f64 = x.iter().zip(y).map(|(a, b)| (a - mx) * (b - my)).sum();
+    let sxx: f64 = x.iter().map(|a| (a - mx).powi(2)).sum();
+    let syy: f64 = y.iter().map(|b| (b - my).powi(2)).sum();
+    if sxx <= 0.0 || syy <= 0.0 {
+        return (0.0, 0.0);
+    }
+    (sxy * sxy / (sxx * syy), sxy / sxx)
+}
+
+fn corr(x: &[f64], y: &[f64]) -> f64 {
+    let (r2v, slope) = r2(x, y);
+    r2v.sqrt() * slope.signum()
+}
+
+/// Runs the whole evaluation.
+pub fn evaluate(model: &mut ContinuationModel, emotion: &mut EmotionModel, primers: &[Primer], cfg: EvalConfig) -> Result<EvalReport> {
+    let scale = model.scale().clone();
+    let mut num_generations = 0usize;
+    let mut tokens = 0usize;
+    let mut seconds = 0.0f64;
+    let mut notes_past_end = 0usize;
+    let (mut in_key, mut key_total) = (0usize, 0usize);
+    let mut run = |model: &mut ContinuationModel, p: &Primer, bars: u32, opts: ContinueOptions| -> Result<(Vec<Note>, Vec<BarWindow>)> {
+        let future = bars_after(p.bars.last().expect("primer has bars"), bars);
+        let c = continue_notes(model, &p.notes, &p.bars, &future, &opts, |_, _| true)?;
+        num_generations += 1;
+        tokens += c.generated.num_tokens;
+        seconds += c.generated.total.as_secs_f64();
+        let end = future[future.len() - 1].start_beats + future[future.len() - 1].len_beats;
+        notes_past_end += c.notes.iter().filter(|n| n.onset_beats < future[0].start_beats - 1e-9 || n.onset_beats + n.dur_beats > end + 1e-6).count();
+        Ok((c.notes, future))
+    };
+
+    let mut attributes = Vec::new();
+    for (ai, a) in Attribute::ALL.iter().enumerate() {
+        let mut xs = Vec::new();
+        let mut measured: Vec<[f32; 8]> = Vec::new();
+        let mut level_means = Vec::new();
+        let mut spreads = Vec::new();
+        for k in 0..cfg.levels {
+            let x = (k as f32 + 0.5) / cfg.levels as f32;
+            let mut at_level = Vec::new();
+            for p in primers {
+                for seed in 0..cfg.seeds {
+                    let mut manual = [None; 8];
+                    manual[ai] = Some(x);
+                    let opts = ContinueOptions {
+                        bars: cfg.bars,
+                        steer: SteerRequest { manual, ..Default::default() },
+                        temperature: cfg.temperature,
+                        seed: 1000 + seed,
+                        ..Default::default()
+                    };
+                    let (notes, future) = run(model, p, cfg.bars, opts)?;
+                    let m = measure(&notes, &future, &scale);
+                    xs.push(x as f64);
+                    at_level.push(m[ai] as f64);
+                    measured.push(m);
+                    // Staying in key: only where the mode is left to what was heard.
+                    if *a != Attribute::Mode
+                        && let Some(key) = heard_key(&p.notes, &p.bars, compose::KEY_BARS)
+                    {
+                        let s = crate::steering::Scale { tonic: key.tonic, is_major: key.is_major };
+                        key_total += notes.len();
+                        in_key += notes.iter().filter(|n| s.contains(n.pitch)).count();
+                    }
+                }
+            }
+            let mean = at_level.iter().sum::<f64>() / at_level.len().max(1) as f64;
+            let sd = (at_level.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / at_level.len().max(1) as f64).sqrt();
+            level_means.push(mean);
+            spreads.push(sd);
+        }
+        let levels: Vec<f64> = (0..cfg.levels).map(|k| (k as f64 + 0.5) / cfg.levels as f64).collect();
+        let (lin, slope) = r2(&levels, &level_means);
+        let ys: Vec<f64> = measured.iter().map(|m| m[ai] as f64).collect();
+        let (lin_all, _) = r2(&xs, &ys);
+        let others: Vec<f64> = (0..8)
+            .filter(|&j| j != ai)
+            .map(|j| corr(&xs, &measured.iter().map(|m| m[j] as f64).collect::<Vec<_>>()).abs())
+            .collect();
+        attributes.push(AttributeControl {
+            attribute: a.cli_name().into(),
+            linearity_r2: lin,
+            linearity_r2_all: lin_all,
+            consistency: 1.0 - spreads.iter().sum::<f64>() / spreads.len().max(1) as f64,
+            slope,
+            others_mean_abs_r: others.iter().sum::<f64>() / others.len().max(1) as f64,
+        });
+    }
+
+    // Emotion control: a grid over the four quadrants, steered fully, read back by the estimator.
+    let targets: [(f32, f32); 8] = [(0.7, 0.7), (0.4, 0.8), (-0.7, 0.7), (-0.4, 0.8), (-0.7, -0.7), (-0.4, -0.8), (0.7, -0.7), (0.4, -0.8)];
+    let (mut hits, mut trials) = (0usize, 0usize);
+    for &(v, a) in &targets {
+        for p in primers {
+            for seed in 0..cfg.seeds {
+                let opts = ContinueOptions {
+                    bars: cfg.emotion_bars,
+                    steer: SteerRequest { target_valence: v, target_arousal: a, steer: 1.0, manual: [None; 8] },
+                    temperature: cfg.temperature,
+                    seed: 2000 + seed,
+                    ..Default::default()
+                };
+                let (notes, future) = run(model, p, cfg.emotion_bars, opts)?;
+                let feats = features_for_bars(&notes, &future);
+                let inputs: Vec<_> = (0..feats.len()).map(|t| context_vector(&feats, t)).collect();
+                let va = emotion.predict(&inputs)?;
+                let n = va.len().max(1) as f32;
+                let (ev, ea) = (va.iter().map(|x| x.0).sum::<f32>() / n, va.iter().map(|x| x.1).sum::<f32>() / n);
+                trials += 1;
+                hits += ((ev >= 0.0) == (v >= 0.0) && (ea >= 0.0) == (a >= 0.0)) as usize;
+            }
+        }
+    }
+    let n_attr = attributes.len().max(1) as f64;
+    Ok(EvalReport {
+        config: format!("{cfg:?}"),
+        primers: primers.iter().map(|p| p.name.clone()).collect(),
+        mean_linearity_r2: attributes.iter().map(|a| a.linearity_r2).sum::<f64>() / n_attr,
+        mean_consistency: attributes.iter().map(|a| a.consistency).sum::<f64>() / n_attr,
+        attributes,
+        emotion_quadrant_accuracy: hits as f64 / trials.max(1) as f64,
+        emotion_trials: trials,
+        in_key_fraction: if key_total == 0 { 1.0 } else { in_key as f64 / key_total as f64 },
+        notes_past_end,
+        num_generations,
+        tokens_per_second: tokens as f64 / seconds.max(1e-9),
+    })
+}

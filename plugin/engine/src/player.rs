@@ -1,0 +1,391 @@
+//! The continuation player, on the worker: decides when to generate (on demand, follow, call and
+//! response), on which bars of the host's grid, from which heard notes; runs the model on its
+//! own generator thread (so the live estimate keeps its 20 Hz); and feeds the generated notes to
+//! the audio thread just in time, on the listening clock's beats.
+//!
+//! Thread: worker (the [`GeneratorThread`] runs the model on a thread of its own)
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam::channel::{Receiver, RecvTimeoutError, Sender, bounded, unbounded};
+
+use crate::bridge::{Scheduled, ScheduledKind, Shared, ToWorker};
+use crate::compose::{ContinueOptions, continue_notes};
+use crate::continuation::ContinuationModel;
+use crate::live::LiveEstimator;
+use crate::notes::{BarWindow, Note};
+use crate::steering::SteerRequest;
+
+/// Bars of heard music the continuation is primed with.
+pub const PRIMER_BARS: usize = 8;
+/// A generation starts at the next bar line at least this far ahead (else the one after).
+pub const START_MARGIN_S: f64 = 0.25;
+/// How far ahead of the playhead notes are handed to the audio thread.
+pub const LOOKAHEAD_S: f64 = 0.5;
+
+/// A continuation to write.
+pub struct Job {
+    pub epoch: u64,
+    pub heard_notes: Vec<Note>,
+    pub heard_bars: Vec<BarWindow>,
+    pub future: Vec<BarWindow>,
+    pub opts: ContinueOptions,
+}
+
+/// What the generator thread reports.
+#[derive(Debug)]
+pub enum Report {
+    Bar { epoch: u64, bar: u32, notes: Vec<Note> },
+    Done { epoch: u64, first_bar: Duration, total: Duration, tokens: usize },
+    Failed { epoch: u64, message: String },
+}
+
+/// The thread that owns the continuation model and runs jobs one at a time.
+pub struct GeneratorThread {
+    jobs: Option<Sender<Job>>,
+    reports: Receiver<Report>,
+    /// Jobs or bars of an older epoch are abandoned.
+    epoch: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+    handle: Option<JoinHandle<()>>,
+}
+
+impl GeneratorThread {
+    pub fn spawn(mut model: ContinuationModel) -> std::io::Result<Self> {
+        let (job_tx, job_rx) = bounded::<Job>(4);
+        let (rep_tx, rep_rx) = unbounded::<Report>();
+        let epoch = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (thread_epoch, thread_stop) = (epoch.clone(), stop.clone());
+        let handle = std::thread::Builder::new().name("moodfader-generator".into()).spawn(move || {
+            loop {
+                let job = match job_rx.recv_timeout(Duration::from_millis(50)) {
+                    Ok(j) => j,
+                    Err(RecvTimeoutError::Timeout) if !thread_stop.load(Ordering::Acquire) => continue,
+                    Err(_) => break,
+                };
+                if job.epoch != thread_epoch.load(Ordering::Acquire) {
+                    continue;
+                }
+                let e = job.epoch;
+                let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                    continue_notes(&mut model, &job.heard_notes, &job.heard_bars, &job.future, &job.opts, |bar, notes| {
+                        let _ = rep_tx.send(Report::Bar { epoch: e, bar, notes: notes.to_vec() });
+                        thread_epoch.load(Ordering::Acquire) == e && !thread_stop.load(Ordering::Acquire)
+                    })
+                }));
+                let report = match result {
+                    Ok(Ok(c)) => Report::Done {
+                        epoch: e,
+                        first_bar: c.generated.first_bar,
+                        total: c.generated.total,
+                        tokens: c.generated.num_tokens,
+                    },
+                    Ok(Err(err)) => Report::Failed { epoch: e, message: format!("{err:#}") },
+                    Err(_) => Report::Failed { epoch: e, message: "internal error while generating".into() },
+                };
+                let _ = rep_tx.send(report);
+            }
+        })?;
+        Ok(Self { jobs: Some(job_tx), reports: rep_rx, epoch, stop, handle: Some(handle) })
+    }
+
+    fn stop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        self.jobs = None;
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+impl Drop for GeneratorThread {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A generated note waiting to be handed to the audio thread.
+#[derive(Debug, Clone, Copy)]
+struct Outgoing {
+    on_beats: f64,
+    off_beats: f64,
+    channel: u8,
+    pitch: u8,
+    velocity: u8,
+    on_sent: bool,
+}
+
+/// The worker's continuation state.
+pub struct Player {
+    generator: Option<GeneratorThread>,
+    epoch: u64,
+    busy: bool,
+    job_start_beats: f64,
+    job_asked: Instant,
+    first_bar_seen: bool,
+    seen_requests: Option<u32>,
+    /// Listening-clock beat up to which bars are generated or being generated.
+    generated_until: f64,
+    outbox: Vec<Outgoing>,
+    last_input_onset: Option<f64>,
+    /// Call and response: the player has played since the last answer.
+    armed: bool,
+    playing: bool,
+    cancel_requested: bool,
+    last_error: Option<String>,
+}
+
+impl Player {
+    pub fn new(generator: Option<GeneratorThread>) -> Self {
+        Self {
+            generator,
+            epoch: 0,
+            busy: false,
+            job_start_beats: 0.0,
+            job_asked: Instant::now(),
+            first_bar_seen: false,
+            seen_requests: None,
+            generated_until: f64::NEG_INFINITY,
+            outbox: Vec::with_capacity(1024),
+            last_input_onset: None,
+            armed: false,
+            playing: false,
+            cancel_requested: false,
+            last_error: None,
+        }
+    }
+
+    pub fn has_model(&self) -> bool {
+        self.generator.is_some()
+    }
+
+    /// The last generation error, once.
+    pub fn take_error(&mut self) -> Option<String> {
+        self.last_error.take()
+    }
+
+    /// Sees every event the estimator sees.
+    pub fn on_event(&mut self, ev: &ToWorker) {
+        match *ev {
+            ToWorker::Note { on: true, velocity, channel, beats, .. }
+                if velocity > 0 && channel != crate::notes::DRUM_CHANNEL && beats.is_finite() =>
+            {
+                self.last_input_onset = Some(beats);
+                if beats >= self.generated_until {
+                    self.armed = true;
+                }
+            }
+            ToWorker::Transport { playing, .. } => {
+                if self.playing && !playing {
+                    self.cancel_requested = true;
+                }
+                self.playing = playing;
+            }
+            ToWorker::Reset => {
+                self.cancel_requested = true;
+                self.last_input_onset = None;
+                self.armed = false;
+            }
+            _ => {}
+        }
+    }
+
+    /// Abandons the running job and every note not yet handed over; notes already sounding are
+    /// released now.
+    fn cancel(&mut self, now_beats: f64, to_audio: &mut rtrb::Producer<Scheduled>, shared: &Shared) {
+        self.epoch += 1;
+        if let Some(g) = &self.generator {
+            g.epoch.store(self.epoch, Ordering::Release);
+        }
+        self.busy = false;
+        for o in self.outbox.drain(..).filter(|o| o.on_sent) {
+            let off = Scheduled { at_beats: now_beats, kind: ScheduledKind::NoteOff, channel: o.channel, data1: o.pitch, data2: 0 };
+            if to_audio.push(off).is_err() {
+                shared.num_dropped_scheduled.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.generated_until = f64::NEG_INFINITY;
+    }
+
+    /// One look at the world: collect finished bars, decide whether to start a generation, and
+    /// hand due notes to the audio thread.
+    pub fn tick(&mut self, shared: &Shared, live: &LiveEstimator, to_audio: &mut rtrb::Producer<Scheduled>) {
+        let now_beats = shared.now_beats.load(Ordering::Relaxed);
+        let tempo = shared.tempo_bpm.load(Ordering::Relaxed).clamp(1.0, 2000.0);
+        let beats_per_s = tempo / 60.0;
+        if std::mem::take(&mut self.cancel_requested) {
+            self.cancel(now_beats, to_audio, shared);
+        }
+        self.collect(shared, now_beats);
+        self.maybe_start(shared, live, now_beats, beats_per_s);
+        self.flush(shared, now_beats + LOOKAHEAD_S * beats_per_s, to_audio);
+    }
+
+    fn collect(&mut self, shared: &Shared, now_beats: f64) {
+        let Some(g) = &self.generator else { return };
+        while let Ok(r) = g.reports.try_recv() {
+            match r {
+                Report::Bar { epoch, notes, .. } if epoch == self.epoch => {
+                    if !self.first_bar_seen {
+                        self.first_bar_seen = true;
+                        shared.gen_first_bar_ms.store(self.job_asked.elapsed().as_secs_f32() * 1e3, Ordering::Relaxed);
+                    }
+                    shared.num_generated_bars.fetch_add(1, Ordering::Relaxed);
+                    // A bar whose first note is already due is late: drop it, never play out of time.
+                    if notes.first().is_some_and(|n| n.onset_beats < now_beats) {
+                        shared.num_late_bars.fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    }
+                    for n in notes {
+                        self.outbox.push(Outgoing {
+                            on_beats: n.onset_beats,
+                            off_beats: n.onset_beats + n.dur_beats.max(1e-3),
+                            channel: n.channel & 15,
+                            pitch: n.pitch & 127,
+                            velocity: n.velocity.clamp(1, 127),
+                            on_sent: false,
+                        });
+                    }
+                }
+                Report::Done { epoch, total, .. } if epoch == self.epoch => {
+                    self.busy = false;
+                    shared.gen_total_ms.store(total.as_secs_f32() * 1e3, Ordering::Relaxed);
+                }
+                Report::Failed { epoch, message } if epoch == self.epoch => {
+                    self.busy = false;
+                    self.last_error = Some(message);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn maybe_start(&mut self, shared: &Shared, live: &LiveEstimator, now_beats: f64, beats_per_s: f64) {
+        let c = &shared.controls;
+        let requests = c.generate_requests.load(Ordering::Acquire);
+        let seen = *self.seen_requests.get_or_insert(requests);
+        if self.generator.is_none() || !c.continuation_on.load(Ordering::Relaxed) {
+            self.seen_requests = Some(requests);
+            // Switched off: stop what is playing at the next tick.
+            if self.busy || !self.outbox.is_empty() {
+                self.cancel_requested = true;
+            }
+            return;
+        }
+        if self.busy {
+            return;
+        }
+        let bar_len = BarWindow::len_beats_for_meter(shared.sig_num.load(Ordering::Relaxed), shared.sig_den.load(Ordering::Relaxed));
+        let playing = shared.playing.load(Ordering::Acquire);
+        // The bar grid: the host's bars while playing, the listening clock's otherwise.
+        let next_line = if playing {
+            let song = shared.song_beats.load(Ordering::Relaxed);
+            now_beats + (bar_len - song.rem_euclid(bar_len))
+        } else {
+            (now_beats / bar_len).floor() * bar_len + bar_len
+        };
+        let margin = START_MARGIN_S * beats_per_s;
+        let next_line = if next_line - now_beats < margin { next_line + bar_len } else { next_line };
+        let bars = c.num_bars.load(Ordering::Relaxed).clamp(1, 16);
+        let start = match c.trigger_mode.load(Ordering::Relaxed) {
+            0 => (requests != seen).then_some(next_line),
+            1 => (playing && self.generated_until < now_beats + bar_len).then(|| next_line.max(self.generated_until)),
+            _ => {
+                let gap = self.last_input_onset.is_some_and(|t| now_beats - t >= bar_len);
+                (self.armed && gap).then_some(next_line)
+            }
+        };
+        self.seen_requests = Some(requests);
+        let Some(start) = start else { return };
+        self.armed = false;
+        self.start(shared, live, start, bar_len, bars, beats_per_s);
+    }
+
+    fn start(&mut self, shared: &Shared, live: &LiveEstimator, start: f64, bar_len: f64, bars: u32, beats_per_s: f64) {
+        let Some(g) = &self.generator else { return };
+        let c = &shared.controls;
+        let now_s = shared.now_s.load(Ordering::Relaxed);
+        let now_beats = shared.now_beats.load(Ordering::Relaxed);
+        let tempo = beats_per_s * 60.0;
+        let window = |start_beats: f64| {
+            let start_s = now_s + (start_beats - now_beats) / beats_per_s;
+            BarWindow { start_s, end_s: start_s + bar_len / beats_per_s, start_beats, len_beats: bar_len, tempo_bpm: tempo }
+        };
+        let primer_from = start - PRIMER_BARS as f64 * bar_len;
+        let heard_notes = live.notes_between(primer_from, start, now_s, now_beats);
+        // Leading bars with nothing heard are left out of the primer.
+        let first_bar = heard_notes.first().map_or(PRIMER_BARS, |n| (((n.onset_beats - primer_from) / bar_len).floor().max(0.0)) as usize);
+        let heard_bars: Vec<BarWindow> = (first_bar.min(PRIMER_BARS)..PRIMER_BARS).map(|k| window(primer_from + k as f64 * bar_len)).collect();
+        let future: Vec<BarWindow> = (0..bars).map(|k| window(start + k as f64 * bar_len)).collect();
+        let manual = std::array::from_fn(|i| {
+            (!c.attribute_auto[i].load(Ordering::Relaxed)).then(|| c.attribute[i].load(Ordering::Relaxed))
+        });
+        let opts = ContinueOptions {
+            bars,
+            steer: SteerRequest {
+                target_valence: c.target_valence.load(Ordering::Relaxed),
+                target_arousal: c.target_arousal.load(Ordering::Relaxed),
+                steer: c.steer.load(Ordering::Relaxed),
+                manual,
+            },
+            temperature: c.temperature.load(Ordering::Relaxed),
+            seed: c.seed.load(Ordering::Relaxed) as u64,
+            channel: c.out_channel.load(Ordering::Relaxed) & 15,
+            ..ContinueOptions::default()
+        };
+        let job = Job { epoch: self.epoch, heard_notes, heard_bars, future, opts };
+        if let Some(tx) = &g.jobs
+            && tx.try_send(job).is_ok()
+        {
+            self.busy = true;
+            self.first_bar_seen = false;
+            self.job_asked = Instant::now();
+            self.job_start_beats = start;
+            self.generated_until = start + bars as f64 * bar_len;
+            shared.num_generations.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Hands the audio thread every note-on and note-off due before `horizon`.
+    fn flush(&mut self, shared: &Shared, horizon: f64, to_audio: &mut rtrb::Producer<Scheduled>) {
+        let mut i = 0;
+        while i < self.outbox.len() {
+            let o = &mut self.outbox[i];
+            if !o.on_sent && o.on_beats < horizon {
+                let on = Scheduled { at_beats: o.on_beats, kind: ScheduledKind::NoteOn, channel: o.channel, data1: o.pitch, data2: o.velocity };
+                if to_audio.push(on).is_err() {
+                    shared.num_dropped_scheduled.fetch_add(1, Ordering::Relaxed);
+                    self.outbox.swap_remove(i);
+                    continue;
+                }
+                o.on_sent = true;
+            }
+            if o.on_sent && o.off_beats < horizon {
+                let off = Scheduled { at_beats: o.off_beats, kind: ScheduledKind::NoteOff, channel: o.channel, data1: o.pitch, data2: 0 };
+                if to_audio.push(off).is_err() {
+                    // Keep it: a note-off must never be lost.
+                    i += 1;
+                    continue;
+                }
+                self.outbox.swap_remove(i);
+                continue;
+            }
+            i += 1;
+        }
+    }
+
+    /// Generated notes still waiting to be handed over (for tests and the panel).
+    pub fn num_waiting(&self) -> usize {
+        self.outbox.len()
+    }
+
+    pub fn is_busy(&self) -> bool {
+        self.busy
+    }
+}

@@ -1,0 +1,135 @@
+//! The committed continuation model through ONNX Runtime, end to end from a primer:
+//! * every note lies inside the asked bars (1, 4 and 16 bars), on the asked channel, and a seed
+//!   repeats its continuation while another seed changes it;
+//! * the Standard MIDI File it writes reads back with the same notes, tempo and meter;
+//! * an empty primer and an odd meter (7/8) still give a valid continuation;
+//! * a corrupt model or a manifest for another vocabulary is refused with a clear reason;
+//! * attribute control, emotion control and key-keeping, re-measured on the quick grid, do not
+//!   fall below what the manifest commits (so a regression cannot land).
+//!
+//! Needs ONNX Runtime (`cargo xtask setup`, or MOODFADER_ORT_DYLIB). Needs no data set.
+//!
+//! Thread: test
+
+use moodfader_engine::compose::{ContinueOptions, bars_after, continue_notes, continue_piece, notes_to_smf};
+use moodfader_engine::continuation::{ContinuationModel, EMBEDDED_MANIFEST, EMBEDDED_MODEL};
+use moodfader_engine::emotion::{EmotionModel, ModelOrigin};
+use moodfader_engine::evaluate::{EvalConfig, demo_primers, evaluate};
+use moodfader_engine::midifile::{Piece, parse_midi};
+use moodfader_engine::notes::BarWindow;
+use moodfader_engine::runtime::ensure_runtime;
+
+const DEMO: &[u8] = include_bytes!("../../../assets/demo.mid");
+
+fn model() -> ContinuationModel {
+    ensure_runtime(None).expect("ONNX Runtime (run `cargo xtask setup` or set MOODFADER_ORT_DYLIB)");
+    ContinuationModel::load_default().expect("committed continuation model loads")
+}
+
+fn demo() -> Piece {
+    parse_midi(DEMO).expect("demo parses")
+}
+
+#[test]
+fn continues_inside_the_asked_bars_and_repeats_with_a_seed() {
+    let mut m = model();
+    let piece = demo();
+    let last = *piece.bars.last().unwrap();
+    for bars in [1u32, 4, 16] {
+        let opts = ContinueOptions { bars, seed: 7, channel: 5, ..Default::default() };
+        let c = continue_piece(&mut m, &piece, &opts).unwrap();
+        assert!(!c.notes.is_empty(), "{bars} bars: no notes");
+        let start = last.start_beats + last.len_beats;
+        let end = start + bars as f64 * last.len_beats;
+        for n in &c.notes {
+            assert!(n.onset_beats >= start - 1e-9 && n.onset_beats + n.dur_beats <= end + 1e-9, "{bars} bars: note {n:?} outside {start}..{end}");
+            assert_eq!(n.channel, 5);
+            assert!(n.dur_beats > 0.0 && (21..=108).contains(&n.pitch) && n.velocity >= 1);
+        }
+        let again = continue_piece(&mut m, &piece, &opts).unwrap();
+        assert_eq!(c.notes, again.notes, "{bars} bars: same seed, same notes");
+        if bars == 16 {
+            eprintln!("16 bars: {} notes, {} tokens, {} cache refills, {:?}", c.notes.len(), c.generated.num_tokens, c.generated.num_refills, c.generated.total);
+        }
+    }
+    let a = continue_piece(&mut m, &piece, &ContinueOptions { bars: 4, seed: 1, ..Default::default() }).unwrap();
+    let b = continue_piece(&mut m, &piece, &ContinueOptions { bars: 4, seed: 2, ..Default::default() }).unwrap();
+    assert_ne!(a.notes, b.notes, "another seed, another continuation");
+}
+
+#[test]
+fn midi_file_reads_back() {
+    let mut m = model();
+    let piece = demo();
+    let c = continue_piece(&mut m, &piece, &ContinueOptions { bars: 4, ..Default::default() }).unwrap();
+    let back = parse_midi(&notes_to_smf(&c.notes, c.tempo_bpm, c.meter)).unwrap();
+    assert_eq!(back.notes.len(), c.notes.len());
+    assert_eq!((back.meters[0].num, back.meters[0].den), (4, 4));
+    let us = back.tempos[0].us_per_quarter as f64;
+    assert!((60e6 / us - c.tempo_bpm).abs() < 0.01, "tempo {} vs {}", 60e6 / us, c.tempo_bpm);
+    for (a, b) in back.notes.iter().zip(&c.notes) {
+        assert_eq!((a.pitch, a.velocity), (b.pitch, b.velocity));
+        assert!((a.onset_beats - b.onset_beats).abs() < 1e-3 && (a.dur_beats - b.dur_beats).abs() < 2e-3);
+    }
+    // The continuation starts at the bar line after the primer's end.
+    let first_bar = piece.bars.len() as f64 * 4.0;
+    assert!(back.notes[0].onset_beats >= first_bar - 1e-6, "{} < {first_bar}", back.notes[0].onset_beats);
+}
+
+#[test]
+fn empty_primer_and_odd_meter() {
+    let mut m = model();
+    let seven_eight = BarWindow { start_s: 0.0, end_s: 1.75, start_beats: 0.0, len_beats: 3.5, tempo_bpm: 120.0 };
+    let future = bars_after(&seven_eight, 4);
+    let c = continue_notes(&mut m, &[], &[], &future, &ContinueOptions::default(), |_, _| true).unwrap();
+    let end = future[3].start_beats + 3.5;
+    assert!(c.notes.iter().all(|n| n.onset_beats >= 3.5 && n.onset_beats + n.dur_beats <= end + 1e-9));
+    assert!(c.scale.is_none(), "nothing heard, no key to keep");
+    // Zero bars and more than 16 are refused.
+    assert!(continue_notes(&mut m, &[], &[], &[], &ContinueOptions::default(), |_, _| true).is_err());
+    let many = bars_after(&seven_eight, 17);
+    assert!(continue_notes(&mut m, &[], &[], &many, &ContinueOptions::default(), |_, _| true).is_err());
+}
+
+#[test]
+fn corrupt_model_and_foreign_manifest_are_refused() {
+    ensure_runtime(None).unwrap();
+    let mut bytes = EMBEDDED_MODEL.to_vec();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x55;
+    let e = ContinuationModel::from_bytes(&bytes, EMBEDDED_MANIFEST, ModelOrigin::Embedded).unwrap_err();
+    assert!(format!("{e:#}").contains("corrupt"), "{e:#}");
+    let mut manifest: serde_json::Value = serde_json::from_str(EMBEDDED_MANIFEST).unwrap();
+    manifest["token_spec_version"] = serde_json::json!(999);
+    let e = ContinuationModel::from_bytes(EMBEDDED_MODEL, &manifest.to_string(), ModelOrigin::Embedded).unwrap_err();
+    assert!(format!("{e:#}").contains("token spec 999"), "{e:#}");
+    let e = ContinuationModel::from_bytes(EMBEDDED_MODEL, "{not json", ModelOrigin::Embedded).unwrap_err();
+    assert!(format!("{e:#}").contains("manifest"), "{e:#}");
+}
+
+#[test]
+fn control_does_not_regress_below_the_manifest() {
+    let mut m = model();
+    let mut emotion = EmotionModel::load_default().unwrap();
+    let primers = demo_primers(&demo());
+    let r = evaluate(&mut m, &mut emotion, &primers, EvalConfig::QUICK).unwrap();
+    let manifest: serde_json::Value = serde_json::from_str(EMBEDDED_MANIFEST).unwrap();
+    let committed = &manifest["metrics"]["quick"];
+    assert!(committed.is_object(), "the manifest has no metrics.quick (run `cargo xtask train continuation`)");
+    eprintln!(
+        "quick grid: linearity {:.3}, consistency {:.3}, emotion {:.3}, in key {:.3}, {:.0} tokens/s",
+        r.mean_linearity_r2, r.mean_consistency, r.emotion_quadrant_accuracy, r.in_key_fraction, r.tokens_per_second
+    );
+    assert_eq!(r.notes_past_end, 0, "notes past the asked bars");
+    assert!(r.in_key_fraction >= 0.9, "in key {:.3} < 0.9", r.in_key_fraction);
+    // The quick grid is seeded, so it repeats; the tolerance covers int8 arithmetic on other CPUs.
+    const TOL: f64 = 0.05;
+    for (name, got) in [
+        ("mean_linearity_r2", r.mean_linearity_r2),
+        ("mean_consistency", r.mean_consistency),
+        ("emotion_quadrant_accuracy", r.emotion_quadrant_accuracy),
+    ] {
+        let want = committed[name].as_f64().unwrap_or_else(|| panic!("metrics.quick.{name} missing"));
+        assert!(got >= want - TOL, "{name}: {got:.3} fell below the committed {want:.3} (tolerance {TOL})");
+    }
+}
