@@ -181,7 +181,7 @@ fuzz_target!(|input: Input| {
                     When::Absolute(a) => a,
                 };
                 let kind = [ScheduledKind::NoteOn, ScheduledKind::NoteOff, ScheduledKind::Control][kind as usize % 3];
-                let _ = w.worker.to_audio.push(Scheduled { at_beats, kind, channel, data1, data2 });
+                let _ = w.worker.to_audio.push(Scheduled { at_beats, kind, channel, data1, data2, epoch: 0 });
             }
             Op::Estimate => w.estimate(),
         }

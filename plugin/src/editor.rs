@@ -211,21 +211,36 @@ fn faders(ui: &mut egui::Ui, params: &MoodfaderParams, setter: &ParamSetter) {
 
 fn continuation_controls(ui: &mut egui::Ui, params: &MoodfaderParams, setter: &ParamSetter) {
     ui.label(egui::RichText::new("Continuation").color(palette::MUTED));
-    ui.label(egui::RichText::new("generator not built yet — settings are saved with the project").size(10.0).color(palette::MUTED));
-    ui.add_enabled_ui(false, |ui| {
-        ui.horizontal(|ui| {
-            ui.label(format!("{}: {}", params.continuation.name(), params.continuation));
-            ui.label(format!("Trigger: {}", match params.trigger.value() {
-                TriggerMode::OnDemand => "on demand",
-                TriggerMode::Follow => "follow",
-                TriggerMode::CallResponse => "call and response",
-            }));
-        });
-        ui.horizontal(|ui| {
-            ui.label(format!("Bars: {}", params.bars.value()));
-            ui.label(format!("Temperature: {:.2}", params.temperature.value()));
-            ui.label(format!("Seed: {}", params.seed.value()));
-        });
+    ui.horizontal(|ui| {
+        toggle(ui, setter, &params.continuation);
+        for (mode, label) in [
+            (TriggerMode::OnDemand, "on demand"),
+            (TriggerMode::Follow, "follow"),
+            (TriggerMode::CallResponse, "call & response"),
+        ] {
+            if ui.selectable_label(params.trigger.value() == mode, label).clicked() {
+                setter.begin_set_parameter(&params.trigger);
+                setter.set_parameter(&params.trigger, mode);
+                setter.end_set_parameter(&params.trigger);
+            }
+        }
+        let generate = egui::Button::new(egui::RichText::new("Generate").color(palette::TEXT));
+        let resp = ui.add_enabled(params.continuation.value(), generate);
+        // A press is a momentary on/off of the `gen` parameter (the audio thread counts edges).
+        if resp.clicked() {
+            setter.begin_set_parameter(&params.generate);
+            setter.set_parameter(&params.generate, true);
+            setter.set_parameter(&params.generate, false);
+            setter.end_set_parameter(&params.generate);
+        }
+    });
+    ui.horizontal(|ui| {
+        ui.label("Bars");
+        ui.add(nice_plug_egui::widgets::ParamSlider::for_param(&params.bars, setter).with_width(70.0));
+        ui.label("Temp");
+        ui.add(nice_plug_egui::widgets::ParamSlider::for_param(&params.temperature, setter).with_width(70.0));
+        ui.label("Seed");
+        ui.add(nice_plug_egui::widgets::ParamSlider::for_param(&params.seed, setter).with_width(70.0));
     });
     ui.horizontal(|ui| {
         ui.label("Steer");
@@ -261,11 +276,25 @@ fn status_line(ui: &mut egui::Ui, shared: &Shared) {
     };
     let dropped = shared.num_dropped_to_worker.load(Ordering::Relaxed)
         + shared.num_dropped_pending.load(Ordering::Relaxed)
+        + shared.num_dropped_scheduled.load(Ordering::Relaxed)
         + shared.num_dropped_output.load(Ordering::Relaxed);
     let audio_dropped = shared.num_dropped_audio_samples.load(Ordering::Relaxed);
     ui.horizontal(|ui| {
         ui.label(egui::RichText::new(shared.status_text()).color(color));
     });
+    if shared.continuation_ready.load(Ordering::Relaxed) {
+        ui.label(
+            egui::RichText::new(format!(
+                "continuations {}  ·  first bar {:.0} ms, whole {:.0} ms  ·  late bars dropped {}, late notes {}",
+                shared.num_generations.load(Ordering::Relaxed),
+                shared.gen_first_bar_ms.load(Ordering::Relaxed),
+                shared.gen_total_ms.load(Ordering::Relaxed),
+                shared.num_late_bars.load(Ordering::Relaxed),
+                shared.num_late_dropped.load(Ordering::Relaxed),
+            ))
+            .color(palette::MUTED),
+        );
+    }
     ui.label(
         egui::RichText::new(format!(
             "V {:+.2}  A {:+.2}  confidence {:.0}%  ·  update {:.0} µs  ·  dropped events {dropped}, audio samples {audio_dropped}",

@@ -220,6 +220,7 @@ pub fn bench(ws: &Workspace, quick: bool) -> Result<()> {
         let mut cmd = cargo_cmd(["bench", "-p", package]);
         if quick {
             cmd.args(["--bench", "*", "--"]).args(CRITERION_QUICK);
+            cmd.env("MOODFADER_BENCH_RUNS", "20");
         }
         cmd.envs(test_env(ws, &rt));
         cmd

@@ -91,7 +91,7 @@ impl AudioSide {
             sig_den: 4,
             playing: false,
             block_len: 0,
-            pending: [Scheduled { at_beats: 0.0, kind: ScheduledKind::NoteOff, channel: 0, data1: 0, data2: 0 };
+            pending: [Scheduled { at_beats: 0.0, kind: ScheduledKind::NoteOff, channel: 0, data1: 0, data2: 0, epoch: 0 };
                 MAX_PENDING_EVENTS],
             num_pending: 0,
             sounding: [0; 16],
@@ -239,8 +239,13 @@ impl AudioSide {
     /// and for the mood CCs when `mood_cc_channel` is `Some`. Late note-ons are dropped and
     /// counted; late note-offs still play at the block start so nothing hangs.
     pub fn due_events(&mut self, mood_cc_channel: Option<u8>, mut emit: impl FnMut(u32, OutEvent)) {
-        // Take everything the worker has sent into the pending list.
+        // Take everything the worker has sent into the pending list; note-ons handed over before
+        // the last release are stale.
+        let epoch = self.shared.release_epoch.load(Ordering::Relaxed);
         while let Ok(ev) = self.ends.from_worker.pop() {
+            if ev.kind == ScheduledKind::NoteOn && ev.epoch != epoch {
+                continue;
+            }
             if self.num_pending < MAX_PENDING_EVENTS {
                 self.pending[self.num_pending] = ev;
                 self.num_pending += 1;
@@ -344,8 +349,11 @@ impl AudioSide {
             }
             self.sounding[ch as usize] = 0;
         }
-        // Pending note-ons would start notes after the stop: drop them, keep nothing.
+        // Pending note-ons would start notes after the stop: drop them, keep nothing, and tell
+        // the worker (whatever it hands over from before this moment is stale).
         self.num_pending = 0;
+        self.shared.release_epoch.fetch_add(1, Ordering::AcqRel);
+        while self.ends.from_worker.pop().is_ok() {}
     }
 
     /// Advances the listening clock past this block.
@@ -406,7 +414,7 @@ mod tests {
         let at_tempo = |bpm: f64| TransportInfo { tempo_bpm: Some(bpm), ..TransportInfo::NONE };
         // Beat 1.0: at 120 BPM that is sample 24 000; the tempo halves after 12 000 samples
         // (beat 0.5), so the event lands 24 000 samples later, at sample 36 000.
-        w.to_audio.push(Scheduled { at_beats: 1.0, kind: ScheduledKind::NoteOn, channel: 0, data1: 60, data2: 100 }).unwrap();
+        w.to_audio.push(Scheduled { at_beats: 1.0, kind: ScheduledKind::NoteOn, channel: 0, data1: 60, data2: 100, epoch: 0 }).unwrap();
         let mut seen = None;
         for block in 0..100u64 {
             s.begin_block(&at_tempo(if block < 24 { 120.0 } else { 60.0 }), 500);
@@ -419,8 +427,8 @@ mod tests {
     #[test]
     fn scheduled_events_play_on_their_sample_and_late_ones_drop() {
         let (mut s, mut w) = side();
-        w.to_audio.push(Scheduled { at_beats: beat_of(100), kind: ScheduledKind::NoteOn, channel: 2, data1: 64, data2: 90 }).unwrap();
-        w.to_audio.push(Scheduled { at_beats: beat_of(700), kind: ScheduledKind::NoteOff, channel: 2, data1: 64, data2: 0 }).unwrap();
+        w.to_audio.push(Scheduled { at_beats: beat_of(100), kind: ScheduledKind::NoteOn, channel: 2, data1: 64, data2: 90, epoch: 0 }).unwrap();
+        w.to_audio.push(Scheduled { at_beats: beat_of(700), kind: ScheduledKind::NoteOff, channel: 2, data1: 64, data2: 0, epoch: 0 }).unwrap();
         let mut out = Vec::new();
         s.begin_block(&TransportInfo::NONE, 512);
         s.due_events(None, |t, e| out.push((t, e)));
@@ -428,7 +436,7 @@ mod tests {
         assert_eq!(out, vec![(100, OutEvent::NoteOn { channel: 2, pitch: 64, velocity: 90 })]);
         out.clear();
         // A note-on that is already late when it arrives is dropped and counted.
-        w.to_audio.push(Scheduled { at_beats: beat_of(10), kind: ScheduledKind::NoteOn, channel: 0, data1: 1, data2: 1 }).unwrap();
+        w.to_audio.push(Scheduled { at_beats: beat_of(10), kind: ScheduledKind::NoteOn, channel: 0, data1: 1, data2: 1, epoch: 0 }).unwrap();
         s.begin_block(&TransportInfo::NONE, 512);
         s.due_events(None, |t, e| out.push((t, e)));
         s.end_block();
@@ -457,7 +465,7 @@ mod tests {
     fn all_notes_off_releases_sounding_notes() {
         let (mut s, mut w) = side();
         for p in [60, 64, 67] {
-            w.to_audio.push(Scheduled { at_beats: 0.0, kind: ScheduledKind::NoteOn, channel: 0, data1: p, data2: 80 }).unwrap();
+            w.to_audio.push(Scheduled { at_beats: 0.0, kind: ScheduledKind::NoteOn, channel: 0, data1: p, data2: 80, epoch: 0 }).unwrap();
         }
         s.begin_block(&TransportInfo::NONE, 64);
         s.due_events(None, |_, _| {});
@@ -467,6 +475,11 @@ mod tests {
         let mut again = Vec::new();
         s.all_notes_off(|_, e| again.push(e));
         assert!(again.is_empty());
+        // A note-on the worker handed over before the release (old epoch) never starts.
+        assert_eq!(s.shared().release_epoch.load(Ordering::Relaxed), 2);
+        w.to_audio.push(Scheduled { at_beats: 0.0, kind: ScheduledKind::NoteOn, channel: 0, data1: 60, data2: 80, epoch: 1 }).unwrap();
+        s.due_events(None, |_, e| again.push(e));
+        assert!(again.is_empty(), "{again:?}");
     }
 
     #[test]

@@ -53,6 +53,9 @@ pub struct Scheduled {
     pub data1: u8,
     /// Velocity or controller value.
     pub data2: u8,
+    /// [`Shared::release_epoch`] when the worker handed it over: a note-on from before the last
+    /// release (transport stop, bypass) is dropped, so nothing starts after a stop.
+    pub epoch: u32,
 }
 
 /// The worker's state as shown in the panel.
@@ -187,6 +190,9 @@ pub struct Shared {
     pub num_dropped_scheduled: AtomicU64,
     /// Whether the continuation model is loaded.
     pub continuation_ready: AtomicBool,
+    /// Bumped by the audio thread on every all-notes-off (transport stop, bypass); the worker
+    /// abandons its continuation when it sees it change.
+    pub release_epoch: AtomicU32,
 
     /// Written by the audio thread from the host's parameters; read by the worker.
     pub controls: Controls,
@@ -230,6 +236,7 @@ impl Default for Shared {
             num_late_bars: AtomicU64::new(0),
             num_dropped_scheduled: AtomicU64::new(0),
             continuation_ready: AtomicBool::new(false),
+            release_epoch: AtomicU32::new(0),
             controls: Controls::default(),
             status_text: Mutex::new(String::from("not active")),
         }

@@ -139,6 +139,8 @@ pub struct Player {
     playing: bool,
     cancel_requested: bool,
     last_error: Option<String>,
+    /// The audio thread's release epoch last seen.
+    release_epoch: u32,
 }
 
 impl Player {
@@ -158,6 +160,7 @@ impl Player {
             playing: false,
             cancel_requested: false,
             last_error: None,
+            release_epoch: 0,
         }
     }
 
@@ -205,7 +208,14 @@ impl Player {
         }
         self.busy = false;
         for o in self.outbox.drain(..).filter(|o| o.on_sent) {
-            let off = Scheduled { at_beats: now_beats, kind: ScheduledKind::NoteOff, channel: o.channel, data1: o.pitch, data2: 0 };
+            let off = Scheduled {
+                at_beats: now_beats,
+                kind: ScheduledKind::NoteOff,
+                channel: o.channel,
+                data1: o.pitch,
+                data2: 0,
+                epoch: self.release_epoch,
+            };
             if to_audio.push(off).is_err() {
                 shared.num_dropped_scheduled.fetch_add(1, Ordering::Relaxed);
             }
@@ -219,6 +229,12 @@ impl Player {
         let now_beats = shared.now_beats.load(Ordering::Relaxed);
         let tempo = shared.tempo_bpm.load(Ordering::Relaxed).clamp(1.0, 2000.0);
         let beats_per_s = tempo / 60.0;
+        // The audio thread released everything (stop, bypass): abandon this continuation.
+        let epoch = shared.release_epoch.load(Ordering::Acquire);
+        if epoch != self.release_epoch {
+            self.release_epoch = epoch;
+            self.cancel_requested = true;
+        }
         if std::mem::take(&mut self.cancel_requested) {
             self.cancel(now_beats, to_audio, shared);
         }
@@ -358,7 +374,14 @@ impl Player {
         while i < self.outbox.len() {
             let o = &mut self.outbox[i];
             if !o.on_sent && o.on_beats < horizon {
-                let on = Scheduled { at_beats: o.on_beats, kind: ScheduledKind::NoteOn, channel: o.channel, data1: o.pitch, data2: o.velocity };
+                let on = Scheduled {
+                    at_beats: o.on_beats,
+                    kind: ScheduledKind::NoteOn,
+                    channel: o.channel,
+                    data1: o.pitch,
+                    data2: o.velocity,
+                    epoch: self.release_epoch,
+                };
                 if to_audio.push(on).is_err() {
                     shared.num_dropped_scheduled.fetch_add(1, Ordering::Relaxed);
                     self.outbox.swap_remove(i);
@@ -367,7 +390,14 @@ impl Player {
                 o.on_sent = true;
             }
             if o.on_sent && o.off_beats < horizon {
-                let off = Scheduled { at_beats: o.off_beats, kind: ScheduledKind::NoteOff, channel: o.channel, data1: o.pitch, data2: 0 };
+                let off = Scheduled {
+                    at_beats: o.off_beats,
+                    kind: ScheduledKind::NoteOff,
+                    channel: o.channel,
+                    data1: o.pitch,
+                    data2: 0,
+                    epoch: self.release_epoch,
+                };
                 if to_audio.push(off).is_err() {
                     // Keep it: a note-off must never be lost.
                     i += 1;
