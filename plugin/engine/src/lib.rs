@@ -24,6 +24,7 @@ pub mod notes;
 pub mod player;
 pub mod runtime;
 pub mod steering;
+pub mod synth;
 pub mod tokens;
 pub mod worker;
 

@@ -38,7 +38,8 @@ USAGE:
         articulation, tension. A target not given follows what was heard; --steer S in [0, 1]
         blends heard (0) and target (1); it defaults to 1 when --valence or --arousal is given.
         OUT.mid holds only the continuation: its first bar starts at the bar line after the
-        primer's end, so it lines up when placed where the primer starts.
+        primer's end, so it lines up when placed where the primer starts. --wav renders the
+        continuation (from its first bar) with the preview voice, 44.1 kHz mono.
         --temperature T  sampling temperature (default 1.0); --seed S  (default 1)
     moodfader export-features [--data DIR] -o OUT.csv
         Write the per-bar features of the labelled VGMIDI pieces for training
@@ -249,6 +250,9 @@ fn parse_in(a: &Args, flag: &str, lo: f32, hi: f32) -> Result<Option<f32>> {
     }
 }
 
+/// Sample rate of the WAV files the command line writes.
+const WAV_RATE: u32 = 44_100;
+
 fn continue_cmd(args: &[String]) -> Result<()> {
     use moodfader_engine::Attribute;
     use moodfader_engine::compose::{ContinueOptions, continue_piece, notes_to_smf};
@@ -267,9 +271,6 @@ fn continue_cmd(args: &[String]) -> Result<()> {
         None => return Err(usage("continue needs --bars N (1-16)")),
         Some(v) => v.parse::<u32>().ok().filter(|n| (1..=16).contains(n)).ok_or_else(|| usage(format!("--bars: '{v}' is not a whole number in 1..=16")))?,
     };
-    if a.value("--wav").is_some() {
-        bail!("--wav: rendering with the preview voice is not available in this version");
-    }
     let valence = parse_in(&a, "--valence", -1.0, 1.0)?;
     let arousal = parse_in(&a, "--arousal", -1.0, 1.0)?;
     let steer = parse_in(&a, "--steer", 0.0, 1.0)?;
@@ -309,6 +310,13 @@ fn continue_cmd(args: &[String]) -> Result<()> {
     };
     let c = continue_piece(&mut model, &piece, &opts).with_context(|| format!("{}: cannot continue", path.display()))?;
     write_atomically(Path::new(out), &notes_to_smf(&c.notes, c.tempo_bpm, c.meter))?;
+    if let Some(wav) = a.value("--wav") {
+        // The WAV holds the continuation from its first bar line, played by the preview voice.
+        let t0 = c.bars.first().map_or(0.0, |b| b.start_s);
+        let shifted: Vec<_> = c.notes.iter().map(|n| moodfader_engine::Note { onset_s: n.onset_s - t0, ..*n }).collect();
+        let samples = moodfader_engine::synth::render_notes(&shifted, WAV_RATE);
+        write_atomically(Path::new(wav), &moodfader_engine::synth::wav_bytes(&samples, WAV_RATE))?;
+    }
     let names = Attribute::ALL.map(|a| a.cli_name());
     let fmt = |x: &[f32; 8]| names.iter().zip(x).map(|(n, v)| format!("{n} {v:.2}")).collect::<Vec<_>>().join(", ");
     eprintln!(

@@ -1,0 +1,107 @@
+//! The command line's contract (product.md), run as a user would run the binary:
+//! * `analyze --json` prints the per-bar curve and the overall value;
+//! * `continue` writes a MIDI file that holds only the continuation (from the bar after the
+//!   primer's end, with the primer's tempo and meter) and, with `--wav`, a non-silent WAV;
+//! * bad input (missing file, garbage, out-of-range values) is one line naming the problem,
+//!   exit code 2, and nothing half-written left behind.
+//!
+//! Needs ONNX Runtime (`cargo xtask setup`, or MOODFADER_ORT_DYLIB).
+//!
+//! Thread: test
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use moodfader_engine::midifile::parse_midi;
+
+const DEMO: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../assets/demo.mid");
+
+fn run(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_moodfader")).args(args).output().expect("runs moodfader")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn analyze_json_follows_the_contract() {
+    let o = run(&["analyze", DEMO, "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("stdout is JSON");
+    let bars = v["bars"].as_array().unwrap();
+    assert_eq!(bars.len(), 24);
+    for (i, b) in bars.iter().enumerate() {
+        assert_eq!(b["bar"].as_u64(), Some(i as u64));
+        for k in ["valence", "arousal"] {
+            let x = b[k].as_f64().unwrap();
+            assert!((-1.0..=1.0).contains(&x), "bar {i} {k} {x}");
+        }
+        assert!(b["start_s"].as_f64().is_some());
+    }
+    assert!(v["overall"]["valence"].as_f64().is_some() && v["overall"]["arousal"].as_f64().is_some());
+}
+
+#[test]
+fn continue_writes_only_the_continuation_and_a_wav() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mid, wav) = (dir.path().join("out.mid"), dir.path().join("out.wav"));
+    let o = run(&[
+        "continue", DEMO, "--bars", "2", "--valence", "-0.5", "--arousal", "0.5", "--seed", "3", "--temperature", "0.9",
+        "--note-density", "0.8", "-o", mid.to_str().unwrap(), "--wav", wav.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let piece = parse_midi(&std::fs::read(&mid).unwrap()).expect("OUT.mid parses");
+    assert!(!piece.notes.is_empty());
+    let primer = parse_midi(&std::fs::read(DEMO).unwrap()).unwrap();
+    let start = primer.bars.len() as f64 * 4.0;
+    for n in &piece.notes {
+        assert!(n.onset_beats >= start - 1e-6 && n.onset_beats + n.dur_beats <= start + 8.0 + 1e-3, "{n:?}");
+    }
+    assert_eq!((piece.meters[0].num, piece.meters[0].den), (4, 4));
+    let primer_tempo = 60e6 / primer.tempos.last().unwrap().us_per_quarter as f64;
+    assert!((60e6 / piece.tempos[0].us_per_quarter as f64 - primer_tempo).abs() < 0.01);
+    let w = std::fs::read(&wav).unwrap();
+    assert_eq!(&w[0..4], b"RIFF");
+    let peak = w[44..].chunks_exact(2).map(|c| i16::from_le_bytes([c[0], c[1]]).unsigned_abs()).max().unwrap();
+    assert!(peak > 1000, "the WAV is not silent (peak {peak})");
+    // Same seed, same file.
+    let again = dir.path().join("again.mid");
+    let o = run(&[
+        "continue", DEMO, "--bars", "2", "--valence", "-0.5", "--arousal", "0.5", "--seed", "3", "--temperature", "0.9",
+        "--note-density", "0.8", "-o", again.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(std::fs::read(&mid).unwrap(), std::fs::read(&again).unwrap());
+}
+
+#[test]
+fn bad_input_is_one_line_exit_2_and_nothing_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.mid");
+    let garbage = dir.path().join("garbage.mid");
+    std::fs::write(&garbage, b"MThd this is not a MIDI file").unwrap();
+    let missing = dir.path().join("missing.mid");
+    let o_str = out.to_str().unwrap();
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["continue", missing.to_str().unwrap(), "--bars", "2", "-o", o_str], "missing.mid"),
+        (vec!["continue", garbage.to_str().unwrap(), "--bars", "2", "-o", o_str], "garbage.mid"),
+        (vec!["continue", DEMO, "--bars", "0", "-o", o_str], "--bars"),
+        (vec!["continue", DEMO, "--bars", "17", "-o", o_str], "--bars"),
+        (vec!["continue", DEMO, "--bars", "2", "--valence", "2", "-o", o_str], "--valence"),
+        (vec!["continue", DEMO, "--bars", "2", "--tension", "nan", "-o", o_str], "--tension"),
+        (vec!["continue", DEMO, "--bars", "2"], "-o"),
+        (vec!["analyze", garbage.to_str().unwrap()], "garbage.mid"),
+        (vec!["analyze", missing.to_str().unwrap()], "missing.mid"),
+    ];
+    for (args, mentions) in cases {
+        let o = run(&args);
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
+        let first = err.lines().next().unwrap_or("");
+        assert!(first.starts_with("moodfader: ") && first.contains(mentions), "{args:?}: first line {first:?} should name {mentions}");
+        assert!(!Path::new(&out).exists(), "{args:?} left {out:?} behind");
+    }
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path()).unwrap().flatten().map(|e| e.file_name()).collect();
+    assert_eq!(leftovers.len(), 1, "only the garbage input remains: {leftovers:?}");
+}
