@@ -251,20 +251,22 @@ fn continuation_controls(ui: &mut egui::Ui, params: &MoodfaderParams, setter: &P
     ui.horizontal(|ui| {
         toggle(ui, setter, &params.thru);
         toggle(ui, setter, &params.mood_cc);
+        toggle(ui, setter, &params.preview).on_hover_text("play the continuation on the built-in voice, into the audio output");
     });
     ui.add_enabled_ui(false, |ui| {
         ui.label(format!("Input: {} (audio input not built yet)", params.input_source));
-        ui.label(format!("Preview voice: {} (not built yet)", params.preview));
     });
 }
 
-fn toggle(ui: &mut egui::Ui, setter: &ParamSetter, p: &BoolParam) {
+fn toggle(ui: &mut egui::Ui, setter: &ParamSetter, p: &BoolParam) -> egui::Response {
     let on = p.value();
-    if ui.selectable_label(on, p.name()).clicked() {
+    let resp = ui.selectable_label(on, p.name());
+    if resp.clicked() {
         setter.begin_set_parameter(p);
         setter.set_parameter(p, !on);
         setter.end_set_parameter(p);
     }
+    resp
 }
 
 fn status_line(ui: &mut egui::Ui, shared: &Shared) {

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use moodfader_engine::audio_side::{AudioSide, OutEvent, TransportInfo};
 use moodfader_engine::bridge::{self, Shared};
 use moodfader_engine::runtime::EmbeddedRuntime;
+use moodfader_engine::synth::Synth;
 use moodfader_engine::worker::{Worker, WorkerConfig};
 use nice_plug::midi::{Channel, Key, VoiceID};
 use nice_plug::prelude::*;
@@ -55,6 +56,11 @@ pub struct Moodfader {
     was_playing: bool,
     was_bypassed: bool,
     was_generate: bool,
+    /// The preview voice: plays the continuation into the audio output when "Preview" is on,
+    /// for hosts that do not route MIDI out of plugins. Fixed voice pool; no allocation.
+    synth: Box<Synth>,
+    /// Mono scratch for the voice, sized at activation to the largest block.
+    preview_buf: Vec<f32>,
 }
 
 impl Default for Moodfader {
@@ -69,6 +75,8 @@ impl Default for Moodfader {
             was_playing: false,
             was_bypassed: false,
             was_generate: false,
+            synth: Box::new(Synth::new(48_000.0)),
+            preview_buf: Vec::new(),
         }
     }
 }
@@ -122,6 +130,8 @@ impl Plugin for Moodfader {
         let (audio_ends, worker_ends) = bridge::queues();
         self.audio = Some(AudioSide::new(audio_ends, self.shared.clone(), buffer_config.sample_rate as f64));
         self.out_events = Vec::with_capacity(MAX_OUT_EVENTS_PER_BLOCK);
+        self.synth = Box::new(Synth::new(buffer_config.sample_rate));
+        self.preview_buf = vec![0.0; buffer_config.max_buffer_size.max(1) as usize];
         let config = WorkerConfig { embedded_runtime: embedded_runtime(), ..WorkerConfig::default() };
         match Worker::spawn(config, self.shared.clone(), worker_ends) {
             Ok(w) => self.worker = Some(w),
@@ -243,7 +253,44 @@ impl Plugin for Moodfader {
             audio.push_audio(buffer.as_slice_immutable());
         }
         audio.end_block();
+        self.preview(buffer);
         ProcessStatus::Normal
+    }
+}
+
+impl Moodfader {
+    /// Plays this block's generated notes on the preview voice and adds it to every output
+    /// channel, sample-accurately. Keeps rendering release tails after "Preview" is switched off.
+    fn preview(&mut self, buffer: &mut Buffer) {
+        let on = self.params.preview.value() && !self.params.bypass.value();
+        if !on && self.synth.num_active() == 0 {
+            return;
+        }
+        let n = buffer.samples().min(self.preview_buf.len());
+        let buf = &mut self.preview_buf[..n];
+        buf.fill(0.0);
+        let mut at = 0usize;
+        for &(timing, ev) in self.out_events.iter() {
+            let t = (timing as usize).min(n);
+            if t > at {
+                self.synth.render(&mut buf[at..t]);
+                at = t;
+            }
+            match ev {
+                OutEvent::NoteOn { channel, pitch, velocity } if on => self.synth.note_on(channel, pitch, velocity),
+                OutEvent::NoteOff { channel, pitch } => self.synth.note_off(channel, pitch),
+                _ => {}
+            }
+        }
+        if !on {
+            self.synth.all_notes_off();
+        }
+        self.synth.render(&mut buf[at..]);
+        for channel in buffer.as_slice().iter_mut() {
+            for (x, p) in channel.iter_mut().zip(buf.iter()) {
+                *x += *p;
+            }
+        }
     }
 }
 

@@ -3,6 +3,8 @@
 //!   notes arrive on the output channel, on the 1/12-beat grid of the host's bars (within one
 //!   sample), starting at a bar line after the press, inside the asked bars, every note-on
 //!   followed by its note-off;
+//!   with "Preview" on, the built-in voice plays them into the (silent) audio input: silence
+//!   until the first note, sound right after it, never above full scale;
 //! * `transport_stop_silences_the_continuation`: a long continuation is cut by a transport
 //!   stop: every sounding note is released and nothing starts after the stop.
 //!
@@ -49,6 +51,8 @@ struct Session {
     started: Instant,
     notes: Vec<Played>,
     silent: Vec<f32>,
+    /// Left output channel, every sample.
+    audio: Vec<f32>,
 }
 
 impl Session {
@@ -62,7 +66,7 @@ impl Session {
         host.set_param(ids[1], 0.0); // only generated notes come out
         let two = host.param_text_to_value(ids[2], "2").expect("bars accepts '2'");
         host.set_param(ids[2], two);
-        Self { host, pos: 0, started: Instant::now(), notes: Vec::new(), silent: vec![0.0; BLOCK] }
+        Self { host, pos: 0, started: Instant::now(), notes: Vec::new(), silent: vec![0.0; BLOCK], audio: Vec::new() }
     }
 
     fn set_bars(&mut self, bars: u32) {
@@ -85,6 +89,7 @@ impl Session {
             std::thread::sleep(wait);
         }
         let out = self.host.process([&self.silent, &self.silent], events).unwrap_or_else(|e| panic!("process: {e:#}"));
+        self.audio.extend_from_slice(&out.audio[0]);
         for ev in out.events {
             match ev {
                 OutEvent::NoteOn { time, key, channel, .. } => {
@@ -131,6 +136,8 @@ fn generate_on_demand_lands_on_the_grid() {
     let _cache = fresh_cache_dir();
     run_guarded("continuation-grid", Duration::from_secs(120), || {
         let mut s = Session::new();
+        let preview = s.host.param_id("preview");
+        s.host.set_param(preview, 1.0);
         // Let the worker load the models (it starts at activation).
         while s.started.elapsed() < Duration::from_secs(1) {
             s.block(&[]);
@@ -173,6 +180,21 @@ fn generate_on_demand_lands_on_the_grid() {
                     failures.push(format!("note {} ends at {off}, past the asked bars", n.key))
                 }
                 _ => {}
+            }
+        }
+        // The preview voice: the input is silent, so the output is the voice alone.
+        if let Some(first) = s.notes.iter().map(|n| n.on as usize).min() {
+            if let Some(i) = s.audio[..first].iter().position(|&x| x != 0.0) {
+                failures.push(format!("audio at sample {i} before the first generated note ({first})"));
+            }
+            let after = &s.audio[first..(first + 4800).min(s.audio.len())];
+            let peak = after.iter().fold(0.0f32, |m, x| m.max(x.abs()));
+            if peak < 0.01 {
+                failures.push(format!("preview voice silent after the first note (peak {peak})"));
+            }
+            let max = s.audio.iter().fold(0.0f32, |m, x| m.max(x.abs()));
+            if max.is_nan() || max > 1.0 {
+                failures.push(format!("preview voice peaks at {max}"));
             }
         }
         eprintln!(

@@ -21,6 +21,7 @@ Usage:
   cargo xtask demo                           setup, run `moodfader analyze assets/demo.mid`
   cargo xtask bench [--quick]                setup, engine and plugin-host benchmarks
   cargo xtask train emotion [script args]    setup, venv, export features, train the emotion model
+  cargo xtask eval continuation              measure models/continuation.onnx, write its metrics
   cargo xtask train continuation [args]      export tokens, train/resume the continuation model
                                              (--minutes M bounds a run), export, measure it
   cargo xtask bundle-universal | known-packages   passed through to nice-plug-xtask
@@ -88,6 +89,14 @@ fn run() -> Result<()> {
             };
             tasks::bench(&workspace::Workspace::locate()?, quick)
         }
+        "eval" => match rest.first().map(String::as_str) {
+            Some("continuation") => {
+                let ws = workspace::Workspace::locate()?;
+                let rt = runtime::setup(&ws)?;
+                tasks::merge_continuation_metrics(&rt, &ws.root.join("models"))
+            }
+            _ => bail!("eval needs a target: `cargo xtask eval continuation`"),
+        },
         "train" => match rest.split_first() {
             Some((model, script_args)) if model == "emotion" => {
                 tasks::train_emotion(&workspace::Workspace::locate()?, script_args)
