@@ -130,7 +130,7 @@ impl Plugin for Moodfader {
         let (audio_ends, worker_ends) = bridge::queues();
         self.audio = Some(AudioSide::new(audio_ends, self.shared.clone(), buffer_config.sample_rate as f64));
         self.out_events = Vec::with_capacity(MAX_OUT_EVENTS_PER_BLOCK);
-        self.synth = Box::new(Synth::new(buffer_config.sample_rate));
+        *self.synth = Synth::new(buffer_config.sample_rate);
         self.preview_buf = vec![0.0; buffer_config.max_buffer_size.max(1) as usize];
         let config = WorkerConfig { embedded_runtime: embedded_runtime(), ..WorkerConfig::default() };
         match Worker::spawn(config, self.shared.clone(), worker_ends) {
