@@ -132,7 +132,8 @@ fn step_names(results: &[(&str, Result<()>)]) -> String {
         .join(", ")
 }
 
-/// `cargo xtask demo`: analyzes `assets/demo.mid` and writes the curve as CSV and JSON.
+/// `cargo xtask demo`: analyzes `assets/demo.mid` (the curve as CSV, JSON and PNG), then writes
+/// four continuations of it (one per quadrant) as `.mid` and `.wav` and a short text report.
 pub fn demo(ws: &Workspace) -> Result<()> {
     let rt = runtime::setup(ws)?;
     let midi = ws.root.join("assets").join("demo.mid");
@@ -174,7 +175,115 @@ pub fn demo(ws: &Workspace) -> Result<()> {
         bail!("moodfader analyze: plot not written at {}", png.display());
     }
     println!("curve plot: {}", png.display());
+
+    // Four continuations of the demo, one per quadrant, each read back by the estimator.
+    let mut report = String::from(
+        "Moodfader demo: assets/demo.mid (24 bars: calm C major, tense A minor, bright G major)\n\n",
+    );
+    let overall = serde_json::from_slice::<serde_json::Value>(&output.stdout)?["overall"].clone();
+    report.push_str(&format!(
+        "Heard, whole piece: valence {:+.2}, arousal {:+.2} (per bar: demo_curve.csv)\n\n",
+        overall["valence"].as_f64().unwrap_or(f64::NAN),
+        overall["arousal"].as_f64().unwrap_or(f64::NAN)
+    ));
+    report.push_str("Continuations, 8 bars each, steered fully (seed 1):\n");
+    report.push_str("quadrant  target V/A      heard back V/A   notes  notes/bar  mean velocity  WAV RMS\n");
+    for (name, v, a) in [("excited", 0.7, 0.7), ("tense", -0.7, 0.7), ("sad", -0.7, -0.7), ("calm", 0.7, -0.7)] {
+        let mid = out_dir.join(format!("continue_{name}.mid"));
+        let wav = out_dir.join(format!("continue_{name}.wav"));
+        let mut cont = moodfader_cli();
+        cont.arg("continue")
+            .arg(&midi)
+            .args(["--bars", "8", "--seed", "1"])
+            .arg(format!("--valence={v}"))
+            .arg(format!("--arousal={a}"))
+            .arg("-o")
+            .arg(&mid)
+            .arg("--wav")
+            .arg(&wav)
+            .env(ORT_DYLIB_ENV, &rt.ort_lib);
+        workspace::run(&format!("moodfader continue ({name})"), &mut cont)?;
+        let mut an = moodfader_cli();
+        an.arg("analyze").arg(&mid).arg("--json").env(ORT_DYLIB_ENV, &rt.ort_lib);
+        let out = workspace::run_capture(&format!("moodfader analyze ({name})"), &mut an)?;
+        let j: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+        let (hv, ha) = (j["overall"]["valence"].as_f64().unwrap_or(f64::NAN), j["overall"]["arousal"].as_f64().unwrap_or(f64::NAN));
+        let (notes, mean_vel) = midi_note_stats(&fs::read(&mid)?);
+        let rms = wav_rms(&fs::read(&wav)?);
+        report.push_str(&format!(
+            "{name:8}  {v:+.1} / {a:+.1}     {hv:+.2} / {ha:+.2}     {notes:5}  {:9.1}  {mean_vel:13.1}  {rms:7.4}\n",
+            notes as f64 / 8.0
+        ));
+    }
+    report.push_str(
+        "\n\"heard back\" is Moodfader's own estimator on the generated notes; notes/bar and velocity are\n\
+         what the faders' density and dynamics targets ask for; WAV RMS is the rendered loudness.\n",
+    );
+    let report_path = out_dir.join("report.txt");
+    fs::write(&report_path, &report).with_context(|| format!("{}: cannot write", report_path.display()))?;
+    println!("\n{report}");
+    println!("continuations: {}/continue_<quadrant>.mid and .wav; report {}", out_dir.display(), report_path.display());
     Ok(())
+}
+
+/// Note-on count and mean velocity of a Standard MIDI File (running status and meta events
+/// handled; good enough for our own files).
+fn midi_note_stats(bytes: &[u8]) -> (usize, f64) {
+    let (mut n, mut sum) = (0usize, 0.0f64);
+    let mut i = 14; // after MThd
+    while i + 8 <= bytes.len() {
+        let len = u32::from_be_bytes([bytes[i + 4], bytes[i + 5], bytes[i + 6], bytes[i + 7]]) as usize;
+        let (start, end) = (i + 8, (i + 8 + len).min(bytes.len()));
+        if &bytes[i..i + 4] == b"MTrk" {
+            let mut p = start;
+            let mut status = 0u8;
+            while p < end {
+                while p < end && bytes[p] & 0x80 != 0 {
+                    p += 1;
+                }
+                p += 1; // last delta byte
+                if p >= end {
+                    break;
+                }
+                if bytes[p] & 0x80 != 0 {
+                    status = bytes[p];
+                    p += 1;
+                }
+                match status {
+                    0xff => {
+                        let mut l = 0usize;
+                        p += 1;
+                        while p < end && bytes[p] & 0x80 != 0 {
+                            l = (l << 7) | (bytes[p] & 0x7f) as usize;
+                            p += 1;
+                        }
+                        l = (l << 7) | (bytes.get(p).copied().unwrap_or(0) & 0x7f) as usize;
+                        p += 1 + l;
+                    }
+                    s if s & 0xf0 == 0x90 => {
+                        if p + 1 < end && bytes[p + 1] > 0 {
+                            n += 1;
+                            sum += bytes[p + 1] as f64;
+                        }
+                        p += 2;
+                    }
+                    s if matches!(s & 0xf0, 0xc0 | 0xd0) => p += 1,
+                    _ => p += 2,
+                }
+            }
+        }
+        i = end;
+    }
+    (n, if n == 0 { 0.0 } else { sum / n as f64 })
+}
+
+/// RMS of a 16-bit PCM WAV written by `moodfader` (44-byte header).
+fn wav_rms(bytes: &[u8]) -> f64 {
+    let samples: Vec<f64> = bytes.get(44..).unwrap_or(&[]).chunks_exact(2).map(|c| i16::from_le_bytes([c[0], c[1]]) as f64 / 32768.0).collect();
+    if samples.is_empty() {
+        return 0.0;
+    }
+    (samples.iter().map(|x| x * x).sum::<f64>() / samples.len() as f64).sqrt()
 }
 
 /// Aligns a simple CSV (no quoted commas) into columns for the terminal.

@@ -82,6 +82,8 @@ pub struct EvalReport {
     pub mean_consistency: f64,
     /// Fraction of continuations the estimator reads in the asked quadrant.
     pub emotion_quadrant_accuracy: f64,
+    /// Per target: (target V, target A, mean estimated V, mean estimated A, hits, trials).
+    pub emotion_by_target: Vec<(f32, f32, f32, f32, usize, usize)>,
     pub emotion_trials: usize,
     /// Fraction of notes in the heard key (mode on auto, steer 0).
     pub in_key_fraction: f64,
@@ -204,7 +206,9 @@ pub fn evaluate(model: &mut ContinuationModel, emotion: &mut EmotionModel, prime
     // Emotion control: a grid over the four quadrants, steered fully, read back by the estimator.
     let targets: [(f32, f32); 8] = [(0.7, 0.7), (0.4, 0.8), (-0.7, 0.7), (-0.4, 0.8), (-0.7, -0.7), (-0.4, -0.8), (0.7, -0.7), (0.4, -0.8)];
     let (mut hits, mut trials) = (0usize, 0usize);
+    let mut by_target = Vec::new();
     for &(v, a) in &targets {
+        let (mut sv, mut sa, mut h, mut t) = (0.0f32, 0.0f32, 0usize, 0usize);
         for p in primers {
             for seed in 0..cfg.seeds {
                 let opts = ContinueOptions {
@@ -220,10 +224,13 @@ pub fn evaluate(model: &mut ContinuationModel, emotion: &mut EmotionModel, prime
                 let va = emotion.predict(&inputs)?;
                 let n = va.len().max(1) as f32;
                 let (ev, ea) = (va.iter().map(|x| x.0).sum::<f32>() / n, va.iter().map(|x| x.1).sum::<f32>() / n);
+                let hit = (ev >= 0.0) == (v >= 0.0) && (ea >= 0.0) == (a >= 0.0);
                 trials += 1;
-                hits += ((ev >= 0.0) == (v >= 0.0) && (ea >= 0.0) == (a >= 0.0)) as usize;
+                hits += hit as usize;
+                (sv, sa, h, t) = (sv + ev, sa + ea, h + hit as usize, t + 1);
             }
         }
+        by_target.push((v, a, sv / t.max(1) as f32, sa / t.max(1) as f32, h, t));
     }
     let n_attr = attributes.len().max(1) as f64;
     Ok(EvalReport {
@@ -234,6 +241,7 @@ pub fn evaluate(model: &mut ContinuationModel, emotion: &mut EmotionModel, prime
         attributes,
         emotion_quadrant_accuracy: hits as f64 / trials.max(1) as f64,
         emotion_trials: trials,
+        emotion_by_target: by_target,
         in_key_fraction: if key_total == 0 { 1.0 } else { in_key as f64 / key_total as f64 },
         notes_past_end,
         num_generations,

@@ -359,6 +359,9 @@ fn eval_continuation(args: &[String]) -> Result<()> {
         "linearity R2 (mean) {:.3}, consistency (mean) {:.3}, emotion quadrant accuracy {:.3} ({} trials), in key {:.3}, notes past end {}, {:.0} tokens/s",
         report.mean_linearity_r2, report.mean_consistency, report.emotion_quadrant_accuracy, report.emotion_trials, report.in_key_fraction, report.notes_past_end, report.tokens_per_second
     );
+    for (v, a, ev, ea, h, t) in &report.emotion_by_target {
+        eprintln!("  target V {v:+.1} A {a:+.1}: heard V {ev:+.2} A {ea:+.2}, {h}/{t} in the quadrant");
+    }
     for at in &report.attributes {
         eprintln!("  {:15} R2 {:.3} (all {:.3})  consistency {:.3}  slope {:+.2}  others |r| {:.2}", at.attribute, at.linearity_r2, at.linearity_r2_all, at.consistency, at.slope, at.others_mean_abs_r);
     }
