@@ -188,7 +188,10 @@ impl Plugin for Moodfader {
             }
         };
         let bypassed = self.params.bypass.value();
-        if (self.was_playing && !info.playing) || (bypassed && !self.was_bypassed) {
+        // Stop, bypass, or a loop/relocation while playing: release every generated note (the
+        // worker sees the release and plans again on the new grid).
+        let looped = info.playing && self.was_playing && audio.jumped();
+        if (self.was_playing && !info.playing) || (bypassed && !self.was_bypassed) || looped {
             audio.all_notes_off(&mut push);
         }
         self.was_playing = info.playing;

@@ -67,6 +67,8 @@ pub struct AudioSide {
     num_pending: usize,
     /// Generated notes now sounding, per channel a 128-bit set, so they can all be released.
     sounding: [u128; 16],
+    /// The song position jumped at this block's start (loop, relocation).
+    jumped: bool,
     last_mood_cc: [u8; 2],
     last_mood_cc_sample: u64,
     mood_cc_sent_once: bool,
@@ -95,6 +97,7 @@ impl AudioSide {
                 MAX_PENDING_EVENTS],
             num_pending: 0,
             sounding: [0; 16],
+            jumped: false,
             last_mood_cc: [255; 2],
             last_mood_cc_sample: 0,
             mood_cc_sent_once: false,
@@ -112,6 +115,11 @@ impl AudioSide {
     /// Listening clock (samples since activation) of the current block's first sample.
     pub fn clock_samples(&self) -> u64 {
         self.clock_samples
+    }
+
+    /// Whether the host's song position jumped at this block's start (a loop or a relocation).
+    pub fn jumped(&self) -> bool {
+        self.jumped
     }
 
     /// Listening clock (quarter notes) of the current block's first sample.
@@ -143,6 +151,7 @@ impl AudioSide {
         let expected_song = self.song_beats;
         let song = transport.pos_beats.filter(|b| b.is_finite()).unwrap_or(expected_song);
         let jumped = (song - expected_song).abs() > 1e-3;
+        self.jumped = jumped;
         let changed = transport.playing != self.playing
             || (tempo - self.tempo_bpm).abs() > 1e-6
             || num != self.sig_num
@@ -162,6 +171,7 @@ impl AudioSide {
                 sig_den: den.min(255) as u8,
                 song_beats: song,
                 time_s,
+                jumped,
             });
         }
         let s = &self.shared;

@@ -27,8 +27,9 @@ pub const TRAIL_LEN: usize = 16;
 pub enum ToWorker {
     Note { on: bool, channel: u8, pitch: u8, velocity: u8, time_s: f64, beats: f64, song_beats: f64 },
     Control { channel: u8, cc: u8, value: u8, time_s: f64 },
-    /// Sent when play state, tempo or meter change, or the song position jumps.
-    Transport { playing: bool, tempo_bpm: f64, sig_num: u8, sig_den: u8, song_beats: f64, time_s: f64 },
+    /// Sent when play state, tempo or meter change, or the song position jumps (`jumped`: a loop
+    /// or a relocation, not the song moving on by itself).
+    Transport { playing: bool, tempo_bpm: f64, sig_num: u8, sig_den: u8, song_beats: f64, time_s: f64, jumped: bool },
     /// The host reset the plugin (or re-activated it): forget what was heard.
     Reset,
 }

@@ -184,8 +184,10 @@ impl Player {
                     self.armed = true;
                 }
             }
-            ToWorker::Transport { playing, .. } => {
-                if self.playing && !playing {
+            ToWorker::Transport { playing, jumped, .. } => {
+                // A stop, a loop or a relocation: what was planned no longer lines up with the
+                // song. Follow mode plans again from the new position at the next tick.
+                if (self.playing && !playing) || jumped {
                     self.cancel_requested = true;
                 }
                 self.playing = playing;

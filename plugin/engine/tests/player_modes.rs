@@ -32,6 +32,8 @@ struct Sim {
     from_worker: rtrb::Consumer<Scheduled>,
     out: Vec<Scheduled>,
     beats: f64,
+    /// Listening beats minus song beats (changes on a loop).
+    song_offset: f64,
 }
 
 impl Sim {
@@ -54,8 +56,9 @@ impl Sim {
             from_worker: audio.from_worker,
             out: Vec::new(),
             beats: 0.0,
+            song_offset: 0.0,
         };
-        sim.event(ToWorker::Transport { playing: true, tempo_bpm: BPM, sig_num: 4, sig_den: 4, song_beats: 0.0, time_s: 0.0 });
+        sim.event(ToWorker::Transport { playing: true, tempo_bpm: BPM, sig_num: 4, sig_den: 4, song_beats: 0.0, time_s: 0.0, jumped: false });
         sim
     }
 
@@ -107,7 +110,7 @@ impl Sim {
     fn publish(&self) {
         let s = &self.shared;
         s.now_beats.store(self.beats, Ordering::Relaxed);
-        s.song_beats.store(self.beats, Ordering::Relaxed);
+        s.song_beats.store(self.beats - self.song_offset, Ordering::Relaxed);
         s.now_s.store(self.beats * 60.0 / BPM, Ordering::Relaxed);
     }
 
@@ -162,6 +165,31 @@ fn follow_keeps_the_next_bars_generated() {
 }
 
 #[test]
+fn follow_replans_on_the_new_grid_after_a_loop() {
+    let mut s = Sim::new(1, 2);
+    s.play(2.0);
+    s.advance(2.5 * BAR);
+    assert!(s.generations() >= 1);
+    // The host loops back to song beat 1.0 (mid-bar): the song grid moves by a non-whole bar.
+    let song_now = 1.0;
+    s.song_offset = s.beats - song_now;
+    let t = s.beats * 60.0 / BPM;
+    s.event(ToWorker::Transport { playing: true, tempo_bpm: BPM, sig_num: 4, sig_den: 4, song_beats: song_now, time_s: t, jumped: true });
+    let looped_at = s.beats;
+    let handed = s.out.len();
+    s.advance(4.0 * BAR);
+    let after: Vec<f64> = s.out[handed..].iter().filter(|e| e.kind == ScheduledKind::NoteOn).map(|e| e.at_beats).collect();
+    assert!(!after.is_empty(), "follow goes on after the loop");
+    // Every new note-on lies on the new song grid's 1/12 beats, from its next bar line on.
+    let next_line = looped_at + (BAR - song_now);
+    for b in &after {
+        assert!(*b >= next_line - 1e-9, "note-on at {b} before the new grid's bar line {next_line}");
+        let steps = (b - s.song_offset) * 12.0;
+        assert!((steps - steps.round()).abs() < 1e-6, "note-on at song beat {} is off the grid", b - s.song_offset);
+    }
+}
+
+#[test]
 fn call_and_response_answers_after_a_bar_of_silence() {
     let mut s = Sim::new(2, 1);
     s.play(2.0);
@@ -204,7 +232,7 @@ fn transport_stop_releases_and_stops() {
     assert!(s.note_ons().len() >= 3, "notes before the stop");
     s.shared.playing.store(false, Ordering::Relaxed);
     let t = s.beats * 60.0 / BPM;
-    s.event(ToWorker::Transport { playing: false, tempo_bpm: BPM, sig_num: 4, sig_den: 4, song_beats: s.beats, time_s: t });
+    s.event(ToWorker::Transport { playing: false, tempo_bpm: BPM, sig_num: 4, sig_den: 4, song_beats: s.beats, time_s: t, jumped: false });
     let stopped = s.beats;
     s.advance(0.05);
     let handed = s.out.len();
