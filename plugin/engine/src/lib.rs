@@ -11,6 +11,7 @@ pub mod analyze;
 pub mod attributes;
 pub mod audio_side;
 pub mod bridge;
+pub mod calibration;
 pub mod compose;
 pub mod continuation;
 pub mod emotion;

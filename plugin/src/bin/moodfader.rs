@@ -30,6 +30,8 @@ USAGE:
         --json       print {\"bars\":[{\"bar\",\"start_s\",\"valence\",\"arousal\"}...],\"overall\":{...}}
         --csv FILE   also write the per-bar curve as CSV
         --plot FILE  also draw the curves on bands coloured by quadrant, as PNG
+        --calibrate RATINGS.csv  adapt to a listener: rows 'bar,valence,arousal' rating a few
+                     bars as they feel to you; every bar is then read through your calibration
     moodfader continue PRIMER.mid --bars N [--valence V] [--arousal A] [--ATTRIBUTE X ...]
                        [--steer S] [--temperature T] [--seed S] -o OUT.mid [--wav OUT.wav]
         Play on from the primer for N bars (1-16), in its key, tempo and meter, steered toward a
@@ -50,6 +52,8 @@ USAGE:
     moodfader eval-continuation [--quick] [--primer FILE.mid] [-o OUT.json]
         Measure how the continuation model obeys its faders and targets (default primers: the
         built-in demo's three moods and the whole demo).
+    moodfader eval-calibration [--data DIR] [-o OUT.json]
+        What personal calibration buys on VGMIDI's individual listener curves (held-out pieces).
     moodfader --help | --version
 
 ENVIRONMENT:
@@ -104,6 +108,7 @@ fn run(args: &[String]) -> Result<()> {
         "export-tokens" => export_tokens(rest),
         "continue" => continue_cmd(rest),
         "eval-continuation" => eval_continuation(rest),
+        "eval-calibration" => eval_calibration(rest),
         "transcribe" => bail!("{cmd}: not available in this version"),
         other => Err(usage(format!("unknown command '{other}'"))),
     }
@@ -152,7 +157,7 @@ fn load_model() -> Result<EmotionModel> {
 }
 
 fn analyze(args: &[String]) -> Result<()> {
-    let a = parse(args, &["--csv", "--plot"], &["--json"])?;
+    let a = parse(args, &["--csv", "--plot", "--calibrate"], &["--json"])?;
     let [input] = a.positional.as_slice() else {
         return Err(usage("analyze takes exactly one INPUT file"));
     };
@@ -168,7 +173,10 @@ fn analyze(args: &[String]) -> Result<()> {
         bail!("{}: no notes to analyse", path.display());
     }
     let mut model = load_model()?;
-    let analysis = analyze_piece(&piece, &mut model)?;
+    let mut analysis = analyze_piece(&piece, &mut model)?;
+    if let Some(ratings) = a.value("--calibrate") {
+        calibrate(&mut analysis, Path::new(ratings))?;
+    }
     if let Some(csv) = a.value("--csv") {
         write_atomically(Path::new(csv), to_csv(&analysis).as_bytes())?;
     }
@@ -185,6 +193,46 @@ fn analyze(args: &[String]) -> Result<()> {
         }
         println!("overall        {:>+7.3}  {:>+7.3}", analysis.overall.valence, analysis.overall.arousal);
     }
+    Ok(())
+}
+
+/// Reads `bar,valence,arousal` rows (a listener's own ratings of a few bars; a header line is
+/// allowed), fits the personal calibration on those bars and applies it to every bar.
+fn calibrate(analysis: &mut Analysis, path: &Path) -> Result<()> {
+    use moodfader_engine::calibration::Calibration;
+    let text = std::fs::read_to_string(path).with_context(|| format!("{}: cannot read ratings", path.display()))?;
+    let (mut est, mut rat) = (Vec::new(), Vec::new());
+    for (i, line) in text.lines().enumerate() {
+        let cells: Vec<&str> = line.split(',').map(str::trim).collect();
+        if line.trim().is_empty() || (i == 0 && cells.first().is_some_and(|c| c.parse::<usize>().is_err())) {
+            continue;
+        }
+        let parsed = (|| -> Option<(usize, f32, f32)> {
+            let [b, v, a] = cells.as_slice() else { return None };
+            let (v, a) = (v.parse::<f32>().ok()?, a.parse::<f32>().ok()?);
+            ((-1.0..=1.0).contains(&v) && (-1.0..=1.0).contains(&a)).then_some((b.parse().ok()?, v, a))
+        })();
+        let Some((bar, v, a)) = parsed else {
+            bail!("{}: line {} is not 'bar,valence,arousal' with values in [-1, 1]", path.display(), i + 1);
+        };
+        let Some(b) = analysis.bars.get(bar) else {
+            bail!("{}: line {}: bar {bar} is past the piece's {} bars", path.display(), i + 1, analysis.bars.len());
+        };
+        est.push((b.valence, b.arousal));
+        rat.push((v, a));
+    }
+    if rat.is_empty() {
+        bail!("{}: no rated bars", path.display());
+    }
+    let cal = Calibration::fit(&est, &rat);
+    for b in analysis.bars.iter_mut() {
+        (b.valence, b.arousal) = cal.apply((b.valence, b.arousal));
+    }
+    (analysis.overall.valence, analysis.overall.arousal) = cal.apply((analysis.overall.valence, analysis.overall.arousal));
+    eprintln!(
+        "calibrated on {} bars: valence {:+.2} + {:.2}·v, arousal {:+.2} + {:.2}·a",
+        rat.len(), cal.valence.0, cal.valence.1, cal.arousal.0, cal.arousal.1
+    );
     Ok(())
 }
 
@@ -364,6 +412,62 @@ fn eval_continuation(args: &[String]) -> Result<()> {
     }
     for at in &report.attributes {
         eprintln!("  {:15} R2 {:.3} (all {:.3})  consistency {:.3}  slope {:+.2}  others |r| {:.2}", at.attribute, at.linearity_r2, at.linearity_r2_all, at.consistency, at.slope, at.others_mean_abs_r);
+    }
+    Ok(())
+}
+
+fn eval_calibration(args: &[String]) -> Result<()> {
+    use moodfader_engine::calibration::{ListenerCurve, evaluate_listeners};
+    use moodfader_engine::emotion::EMBEDDED_MANIFEST;
+    use moodfader_engine::features::context_vector;
+
+    let a = parse(args, &["--data", "-o"], &[])?;
+    let data = a.value("--data").map(PathBuf::from).unwrap_or_else(data_dir);
+    let annotators_path = data.join("vgmidi/labelled/annotators.json");
+    let text = std::fs::read_to_string(&annotators_path)
+        .with_context(|| format!("{}: cannot read listener curves (set MOODFADER_DATA or --data)", annotators_path.display()))?;
+    let annotators: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("{}: not JSON", annotators_path.display()))?;
+    let manifest: serde_json::Value = serde_json::from_str(EMBEDDED_MANIFEST)?;
+    let holdout: std::collections::HashSet<String> =
+        manifest["holdout_pieces"].as_array().into_iter().flatten().filter_map(|v| v.as_str().map(String::from)).collect();
+    let mut report = moodfader_engine::export::ExportReport::default();
+    let pieces = moodfader_engine::export::labelled_pieces(&data, &mut report)?;
+    let mut model = load_model()?;
+    let mut curves = Vec::new();
+    for p in pieces.iter().filter(|p| holdout.contains(&p.id)) {
+        let inputs: Vec<_> = (0..p.features.len()).map(|t| context_vector(&p.features, t)).collect();
+        let est = model.predict(&inputs)?;
+        let Some(entry) = annotators.as_array().into_iter().flatten().find(|e| e["midi"].as_str() == Some(p.id.as_str())) else { continue };
+        for r in entry["raw"].as_array().into_iter().flatten() {
+            let get = |k: &str| r[k].as_array().map(|v| v.iter().map(|x| x.as_f64().unwrap_or(0.0) as f32).collect::<Vec<f32>>()).unwrap_or_default();
+            let (v, ar) = (get("valence"), get("arousal"));
+            let n = est.len().min(v.len()).min(ar.len());
+            curves.push(ListenerCurve { estimates: est[..n].to_vec(), ratings: (0..n).map(|t| (v[t], ar[t])).collect() });
+        }
+    }
+    if curves.is_empty() {
+        bail!("{}: no listener curves for the held-out pieces", annotators_path.display());
+    }
+    let mut rows = Vec::new();
+    eprintln!("personal calibration on {} listener curves of {} held-out pieces (calibrate on the first K bars, score the rest):", curves.len(), holdout.len());
+    eprintln!("  K   MAE V raw / cal / hold   MAE A raw / cal / hold   CCC V raw / cal / hold   CCC A raw / cal / hold");
+    for k in [2usize, 4, 8] {
+        let (raw, cal, hold, used) = evaluate_listeners(&curves, k);
+        eprintln!(
+            "  {k}   {:.3} / {:.3} / {:.3}    {:.3} / {:.3} / {:.3}    {:+.3} / {:+.3} / {:+.3}   {:+.3} / {:+.3} / {:+.3}   ({used} curves)",
+            raw.mae_valence, cal.mae_valence, hold.mae_valence, raw.mae_arousal, cal.mae_arousal, hold.mae_arousal,
+            raw.ccc_valence, cal.ccc_valence, hold.ccc_valence, raw.ccc_arousal, cal.ccc_arousal, hold.ccc_arousal
+        );
+        rows.push(serde_json::json!({"calibration_bars": k, "curves": used, "uncalibrated": raw, "calibrated": cal, "hold_first_bars_mean": hold}));
+    }
+    let json = serde_json::to_string_pretty(&serde_json::json!({
+        "baseline": "hold_first_bars_mean predicts the listener's own mean rating of the K calibration bars for every later bar (what the K bars alone tell, without the model)",
+        "what": "per listener curve of a held-out VGMIDI piece: fit the calibration on its first K rated bars, score the remaining bars of the same curve against that listener (annotators.json ids are per-piece slots, not persistent people, so a listener cannot be followed across pieces)",
+        "results": rows,
+    }))?;
+    match a.value("-o") {
+        Some(out) => write_atomically(Path::new(out), json.as_bytes())?,
+        None => println!("{json}"),
     }
     Ok(())
 }
