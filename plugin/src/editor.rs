@@ -106,6 +106,8 @@ impl App {
                 continuation_controls(ui, &self.params, setter);
             });
         });
+        ui.add_space(8.0);
+        piano_roll(ui, &self.shared);
         ui.add_space(6.0);
         status_line(ui, &self.shared);
     }
@@ -256,6 +258,45 @@ fn continuation_controls(ui: &mut egui::Ui, params: &MoodfaderParams, setter: &P
     ui.add_enabled_ui(false, |ui| {
         ui.label(format!("Input: {} (audio input not built yet)", params.input_source));
     });
+}
+
+/// The bars heard (left of the playhead) and the continuation about to be played (right), with
+/// bar lines and the playhead. Pitches span what is shown, at least two octaves.
+fn piano_roll(ui: &mut egui::Ui, shared: &Shared) {
+    use moodfader_engine::bridge::{ROLL_BARS_AFTER, ROLL_BARS_BEFORE};
+    let roll = shared.roll();
+    let width = ui.available_width().max(200.0);
+    let (rect, _) = ui.allocate_exact_size(Vec2::new(width, 110.0), Sense::hover());
+    let painter = ui.painter_at(rect);
+    painter.rect_filled(rect, 6.0, palette::PANEL);
+    let bar = if roll.bar_len_beats > 0.0 { roll.bar_len_beats } else { 4.0 };
+    let from = roll.bar_start_beats - ROLL_BARS_BEFORE * bar;
+    let to = roll.bar_start_beats + (ROLL_BARS_AFTER + 1.0) * bar;
+    let x_of = |b: f64| rect.left() + ((b - from) / (to - from)).clamp(0.0, 1.0) as f32 * rect.width();
+    let pitches = roll.heard.iter().chain(roll.generated.iter()).map(|n| n.pitch);
+    let (lo, hi) = pitches.fold((127u8, 0u8), |(lo, hi), p| (lo.min(p), hi.max(p)));
+    let (lo, hi) = if lo > hi { (48u8, 72u8) } else { (lo.min(hi.saturating_sub(24)), hi) };
+    let row = (rect.height() - 8.0) / (hi - lo + 1) as f32;
+    let y_of = |p: u8| rect.bottom() - 4.0 - (p - lo + 1) as f32 * row;
+    for k in 0..=((ROLL_BARS_BEFORE + ROLL_BARS_AFTER + 1.0) as i32) {
+        let x = x_of(from + k as f64 * bar);
+        painter.line_segment([Pos2::new(x, rect.top()), Pos2::new(x, rect.bottom())], Stroke::new(1.0, palette::GRID));
+    }
+    let draw = |notes: &[moodfader_engine::bridge::RollNote], color: Color32| {
+        for n in notes.iter().filter(|n| n.end_beats > from && n.start_beats < to) {
+            let r = Rect::from_min_max(
+                Pos2::new(x_of(n.start_beats), y_of(n.pitch)),
+                Pos2::new(x_of(n.end_beats).max(x_of(n.start_beats) + 2.0), y_of(n.pitch) + row.max(2.0) - 1.0),
+            );
+            painter.rect_filled(r, 1.5, color);
+        }
+    };
+    draw(&roll.heard, palette::ESTIMATE.gamma_multiply(0.8));
+    draw(&roll.generated, palette::TARGET);
+    let x = x_of(roll.now_beats);
+    painter.line_segment([Pos2::new(x, rect.top()), Pos2::new(x, rect.bottom())], Stroke::new(2.0, palette::TEXT));
+    painter.text(rect.left_top() + Vec2::new(6.0, 4.0), Align2::LEFT_TOP, "heard", FontId::proportional(10.0), palette::ESTIMATE);
+    painter.text(rect.right_top() + Vec2::new(-6.0, 4.0), Align2::RIGHT_TOP, "continuation", FontId::proportional(10.0), palette::TARGET);
 }
 
 fn toggle(ui: &mut egui::Ui, setter: &ParamSetter, p: &BoolParam) -> egui::Response {

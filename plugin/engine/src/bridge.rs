@@ -201,7 +201,33 @@ pub struct Shared {
     /// Human-readable status ("emotion model ready", or the reason it failed). Written by the
     /// worker, read by the panel. The audio thread never touches it.
     pub status_text: Mutex<String>,
+    /// What the panel's piano roll shows: written by the worker about 20 times a second, read by
+    /// the panel. The audio thread never touches it.
+    pub roll: Mutex<Roll>,
 }
+
+/// A note of the piano roll, on the listening clock's beats.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RollNote {
+    pub start_beats: f64,
+    pub end_beats: f64,
+    pub pitch: u8,
+}
+
+/// The piano roll: bars heard and bars about to be played around the playhead.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Roll {
+    pub now_beats: f64,
+    /// Where the current bar started (listening beats) and how long bars are.
+    pub bar_start_beats: f64,
+    pub bar_len_beats: f64,
+    pub heard: Vec<RollNote>,
+    pub generated: Vec<RollNote>,
+}
+
+/// Bars of the piano roll before and after the playhead.
+pub const ROLL_BARS_BEFORE: f64 = 4.0;
+pub const ROLL_BARS_AFTER: f64 = 4.0;
 
 impl Default for Shared {
     fn default() -> Self {
@@ -240,6 +266,7 @@ impl Default for Shared {
             release_epoch: AtomicU32::new(0),
             controls: Controls::default(),
             status_text: Mutex::new(String::from("not active")),
+            roll: Mutex::new(Roll::default()),
         }
     }
 }
@@ -255,6 +282,11 @@ impl Shared {
             *t = text.into();
         }
         self.status.store(status as u8, Ordering::Release);
+    }
+
+    /// GUI only: a copy of the piano roll.
+    pub fn roll(&self) -> Roll {
+        self.roll.lock().map(|r| r.clone()).unwrap_or_default()
     }
 
     /// GUI/worker only: a copy of the status text.

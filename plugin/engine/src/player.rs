@@ -141,7 +141,12 @@ pub struct Player {
     last_error: Option<String>,
     /// The audio thread's release epoch last seen.
     release_epoch: u32,
+    /// Notes handed over recently (for the piano roll), oldest first; bounded.
+    recent: std::collections::VecDeque<Outgoing>,
 }
+
+/// Most handed-over notes kept for the piano roll.
+const RECENT_NOTES: usize = 512;
 
 impl Player {
     pub fn new(generator: Option<GeneratorThread>) -> Self {
@@ -161,6 +166,7 @@ impl Player {
             cancel_requested: false,
             last_error: None,
             release_epoch: 0,
+            recent: std::collections::VecDeque::with_capacity(RECENT_NOTES),
         }
     }
 
@@ -209,6 +215,9 @@ impl Player {
             g.epoch.store(self.epoch, Ordering::Release);
         }
         self.busy = false;
+        for r in self.recent.iter_mut() {
+            r.off_beats = r.off_beats.min(now_beats);
+        }
         for o in self.outbox.drain(..).filter(|o| o.on_sent) {
             let off = Scheduled {
                 at_beats: now_beats,
@@ -405,7 +414,11 @@ impl Player {
                     i += 1;
                     continue;
                 }
-                self.outbox.swap_remove(i);
+                let done = self.outbox.swap_remove(i);
+                if self.recent.len() == RECENT_NOTES {
+                    self.recent.pop_front();
+                }
+                self.recent.push_back(done);
                 continue;
             }
             i += 1;
@@ -415,6 +428,18 @@ impl Player {
     /// Generated notes still waiting to be handed over (for tests and the panel).
     pub fn num_waiting(&self) -> usize {
         self.outbox.len()
+    }
+
+    /// Generated notes of the current continuation (handed over or waiting) that end after
+    /// `from_beats`, for the piano roll.
+    pub fn planned_notes(&self, from_beats: f64, out: &mut Vec<crate::bridge::RollNote>) {
+        out.extend(
+            self.recent
+                .iter()
+                .chain(self.outbox.iter())
+                .filter(|o| o.off_beats >= from_beats)
+                .map(|o| crate::bridge::RollNote { start_beats: o.on_beats, end_beats: o.off_beats, pitch: o.pitch }),
+        );
     }
 
     pub fn is_busy(&self) -> bool {

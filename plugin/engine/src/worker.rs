@@ -130,6 +130,7 @@ fn run(config: WorkerConfig, shared: &Shared, mut ends: WorkerEnds, stop: &Atomi
     let mut player = Player::new(generator);
 
     let mut live = LiveEstimator::new();
+    let mut roll_scratch = Vec::with_capacity(256);
     let mut num_updates = 0u32;
     let mut raw_out = Vec::with_capacity(1);
     let mut last_update = Instant::now() - Duration::from_millis(UPDATE_INTERVAL_MS);
@@ -182,12 +183,40 @@ fn run(config: WorkerConfig, shared: &Shared, mut ends: WorkerEnds, stop: &Atomi
                 }
                 shared.update_us.store(started.elapsed().as_secs_f32() * 1e6, Ordering::Relaxed);
             }
+            publish_roll(shared, &live, &player, &mut roll_scratch);
         }
         std::thread::park_timeout(Duration::from_millis(POLL_INTERVAL_MS));
     }
     drop(player);
     shared.continuation_ready.store(false, Ordering::Release);
     shared.set_status(WorkerStatus::Stopped, "not active");
+}
+
+/// Copies the bars around the playhead into the panel's piano roll.
+fn publish_roll(shared: &Shared, live: &LiveEstimator, player: &Player, scratch: &mut Vec<crate::bridge::RollNote>) {
+    use crate::bridge::{ROLL_BARS_AFTER, ROLL_BARS_BEFORE, RollNote};
+    let now_beats = shared.now_beats.load(Ordering::Relaxed);
+    let now_s = shared.now_s.load(Ordering::Relaxed);
+    let bar_len = BarWindow::len_beats_for_meter(shared.sig_num.load(Ordering::Relaxed), shared.sig_den.load(Ordering::Relaxed));
+    let bar_start = if shared.playing.load(Ordering::Relaxed) {
+        now_beats - shared.song_beats.load(Ordering::Relaxed).rem_euclid(bar_len)
+    } else {
+        (now_beats / bar_len).floor() * bar_len
+    };
+    let from = bar_start - ROLL_BARS_BEFORE * bar_len;
+    scratch.clear();
+    player.planned_notes(from, scratch);
+    let heard = live.notes_between(from, now_beats + 1e-9, now_s, now_beats);
+    if let Ok(mut roll) = shared.roll.lock() {
+        roll.now_beats = now_beats;
+        roll.bar_start_beats = bar_start;
+        roll.bar_len_beats = bar_len;
+        roll.heard.clear();
+        roll.heard.extend(heard.iter().map(|n| RollNote { start_beats: n.onset_beats, end_beats: n.onset_beats + n.dur_beats, pitch: n.pitch }));
+        roll.generated.clear();
+        let until = bar_start + (ROLL_BARS_AFTER + 1.0) * bar_len;
+        roll.generated.extend(scratch.iter().filter(|n| n.start_beats < until));
+    }
 }
 
 /// Adds a clause to the status text, keeping the status itself.

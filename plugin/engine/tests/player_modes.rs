@@ -144,6 +144,10 @@ fn on_demand_plays_one_continuation_per_request() {
     // Every note-on has its note-off.
     let offs = s.out.iter().filter(|e| e.kind == ScheduledKind::NoteOff).count();
     assert_eq!(offs, ons.len());
+    // The piano roll sees the continuation's notes.
+    let mut roll = Vec::new();
+    s.player.planned_notes(start, &mut roll);
+    assert_eq!(roll.len(), ons.len(), "the roll shows every generated note");
     s.request();
     s.advance(3.0 * BAR);
     assert_eq!(s.generations(), 2, "a second request, a second continuation");
