@@ -238,11 +238,11 @@ fn continuation_controls(ui: &mut egui::Ui, params: &MoodfaderParams, setter: &P
     });
     ui.horizontal(|ui| {
         ui.label("Bars");
-        ui.add(nice_plug_egui::widgets::ParamSlider::for_param(&params.bars, setter).with_width(70.0));
+        ui.add(nice_plug_egui::widgets::ParamSlider::for_param(&params.bars, setter).with_width(56.0));
         ui.label("Temp");
-        ui.add(nice_plug_egui::widgets::ParamSlider::for_param(&params.temperature, setter).with_width(70.0));
+        ui.add(nice_plug_egui::widgets::ParamSlider::for_param(&params.temperature, setter).with_width(56.0));
         ui.label("Seed");
-        ui.add(nice_plug_egui::widgets::ParamSlider::for_param(&params.seed, setter).with_width(70.0));
+        ui.add(nice_plug_egui::widgets::ParamSlider::for_param(&params.seed, setter).with_width(56.0));
     });
     ui.horizontal(|ui| {
         ui.label("Steer");

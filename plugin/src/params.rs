@@ -10,8 +10,8 @@ use nice_plug::prelude::*;
 use nice_plug_egui::EguiEditorState;
 
 /// Panel size in logical pixels at zoom 1.
-pub const EDITOR_WIDTH: u32 = 900;
-pub const EDITOR_HEIGHT: u32 = 540;
+pub const EDITOR_WIDTH: u32 = 960;
+pub const EDITOR_HEIGHT: u32 = 700;
 
 #[derive(Enum, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TriggerMode {
