@@ -11,7 +11,7 @@ use crate::continuation::{BarPlan, ContinuationModel, Generated, SamplerSettings
 use crate::features::features_for_bars;
 use crate::midifile::{Piece, single_track_smf};
 use crate::notes::{BarWindow, Note};
-use crate::steering::{Scale, SteerRequest, attribute_targets, heard_attributes, heard_key, level_of, target_scale};
+use crate::steering::{Scale, SteerRequest, attribute_targets, heard_attributes, heard_key, level_of, parallel_map, target_scale};
 use crate::tokens::{EOS, NUM_POSITIONS, STEPS_PER_QUARTER, encode, grid_to_notes};
 use crate::{Attribute, tokens};
 
@@ -109,23 +109,49 @@ pub fn continue_notes(
     let heard = heard_attributes(&scale, &feats, HEARD_BARS);
     let targets = attribute_targets(&model.bridge, &heard, &opts.steer);
     let mode_i = Attribute::ALL.iter().position(|&a| a == Attribute::Mode).unwrap_or(5);
-    let key = if opts.key_aware { target_scale(heard_key(heard_notes, heard_bars, KEY_BARS), targets[mode_i]) } else { None };
-    let levels = targets.map(level_of);
+    // The sampler keeps to the heard key; a mode change is made by moving the written notes to
+    // the parallel mode (see `parallel_map`).
+    let heard_k = if opts.key_aware { heard_key(heard_notes, heard_bars, KEY_BARS) } else { None };
+    let heard_scale = heard_k.map(|k| Scale { tonic: k.tonic, is_major: k.is_major, harmonic: false });
+    let key = target_scale(heard_k, targets[mode_i]);
+    let remap = move |notes: &mut [Note]| {
+        if let (Some(from), Some(to)) = (heard_scale, key) {
+            for n in notes.iter_mut() {
+                n.pitch = parallel_map(n.pitch, from, to);
+            }
+        }
+    };
+    let mut levels = targets.map(level_of);
+    // Level 0 of the densities also stands for empty bars in the training data: "sparse" must
+    // never mean "silent", so the lowest level asked for is 1.
+    for a in [Attribute::NoteDensity, Attribute::RhythmDensity] {
+        if let Some(i) = Attribute::ALL.iter().position(|&x| x == a) {
+            levels[i] = levels[i].max(1);
+        }
+    }
+    // A tension target above the middle lets notes outside the key in: the key penalty falls
+    // from its full value at 0.5 to nothing at 1.
+    let tension_i = Attribute::ALL.iter().position(|&a| a == Attribute::Tension).unwrap_or(7);
+    let key_penalty = SamplerSettings::default().key_penalty * (1.0 - ((targets[tension_i] - 0.5) * 2.0).clamp(0.0, 1.0));
     let plan: Vec<BarPlan> = future.iter().map(|b| BarPlan { steps: bar_steps(b), levels }).collect();
     let primer = primer_tokens(&scale, heard_notes, heard_bars);
     let settings = SamplerSettings {
         temperature: opts.temperature,
         top_p: opts.top_p,
         seed: opts.seed,
-        scale: key,
+        scale: heard_scale,
+        key_penalty,
         ..Default::default()
     };
     let channel = opts.channel & 15;
     let generated = model.generate(&primer, &plan, &settings, |b, grid| {
         let placed: Vec<tokens::GridNote> = grid.iter().map(|g| tokens::GridNote { bar: b, ..*g }).collect();
-        on_bar(b, &grid_to_notes(&placed, future, channel))
+        let mut notes = grid_to_notes(&placed, future, channel);
+        remap(&mut notes);
+        on_bar(b, &notes)
     })?;
-    let notes = grid_to_notes(&generated.notes, future, channel);
+    let mut notes = grid_to_notes(&generated.notes, future, channel);
+    remap(&mut notes);
     let last = future[future.len() - 1];
     Ok(Continuation {
         notes,

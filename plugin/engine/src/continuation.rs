@@ -564,7 +564,7 @@ mod tests {
         let mut logits = vec![0.0f32; VOCAB_SIZE as usize];
         logits[(PITCH_BASE + 61) as usize] = 5.0; // C#, out of C major
         let settings = SamplerSettings {
-            scale: Some(Scale { tonic: 0, is_major: true }),
+            scale: Some(Scale { tonic: 0, is_major: true, harmonic: false }),
             key_penalty: 100.0,
             max_polyphony: 2,
             ..Default::default()

@@ -174,7 +174,7 @@ pub fn evaluate(model: &mut ContinuationModel, emotion: &mut EmotionModel, prime
                     if *a != Attribute::Mode
                         && let Some(key) = heard_key(&p.notes, &p.bars, compose::KEY_BARS)
                     {
-                        let s = crate::steering::Scale { tonic: key.tonic, is_major: key.is_major };
+                        let s = crate::steering::Scale { tonic: key.tonic, is_major: key.is_major, harmonic: false };
                         key_total += notes.len();
                         in_key += notes.iter().filter(|n| s.contains(n.pitch)).count();
                     }

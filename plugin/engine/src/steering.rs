@@ -114,23 +114,52 @@ pub fn heard_attributes(scale: &AttributeScale, feats: &[Features], last_n: usiz
 pub struct Scale {
     pub tonic: u8,
     pub is_major: bool,
+    /// Minor with the raised seventh only (harmonic minor): used when moving a major key to its
+    /// parallel minor, because a natural minor has its relative major's notes and would still be
+    /// heard (and measured) as major.
+    pub harmonic: bool,
 }
 
 const MAJOR_STEPS: [u8; 7] = [0, 2, 4, 5, 7, 9, 11];
 const MINOR_STEPS: [u8; 7] = [0, 2, 3, 5, 7, 8, 10];
+const HARMONIC_MINOR_STEPS: [u8; 7] = [0, 2, 3, 5, 7, 8, 11];
 
 impl Scale {
     /// Whether pitch class `pc` belongs to the scale (natural minor; the raised 7th is allowed
     /// in minor too, as in harmonic minor).
     pub fn contains(self, pitch: u8) -> bool {
         let rel = (pitch as i32 - self.tonic as i32).rem_euclid(12) as u8;
-        if self.is_major { MAJOR_STEPS.contains(&rel) } else { MINOR_STEPS.contains(&rel) || rel == 11 }
+        if self.is_major {
+            MAJOR_STEPS.contains(&rel)
+        } else if self.harmonic {
+            HARMONIC_MINOR_STEPS.contains(&rel)
+        } else {
+            MINOR_STEPS.contains(&rel) || rel == 11
+        }
     }
 
     pub fn name(self) -> String {
         const NAMES: [&str; 12] = ["C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B"];
         format!("{} {}", NAMES[self.tonic as usize % 12], if self.is_major { "major" } else { "minor" })
     }
+}
+
+/// Moves a pitch written in `from` to the parallel mode `to` (same tonic): in major → minor the
+/// third and sixth go down a semitone (the leading tone stays: harmonic minor); in minor → major
+/// the third, sixth and seventh go up. Any other pitch, or the same mode, stays as it is. The
+/// sampler writes in the heard key; this makes a mode change heard on every chord, not left to
+/// the model's choice of notes.
+pub fn parallel_map(pitch: u8, from: Scale, to: Scale) -> u8 {
+    if from.tonic != to.tonic || from.is_major == to.is_major {
+        return pitch;
+    }
+    let rel = (pitch as i32 - from.tonic as i32).rem_euclid(12);
+    let shift = match (from.is_major, rel) {
+        (true, 4) | (true, 9) => -1,
+        (false, 3) | (false, 8) | (false, 10) => 1,
+        _ => 0,
+    };
+    (pitch as i32 + shift).clamp(0, 127) as u8
 }
 
 /// The heard key over the primer's last `last_bars` bars (duration-weighted pitch classes).
@@ -157,7 +186,7 @@ pub fn target_scale(heard: Option<KeyEstimate>, mode_target: f32) -> Option<Scal
     } else {
         k.is_major
     };
-    Some(Scale { tonic: k.tonic, is_major })
+    Some(Scale { tonic: k.tonic, is_major, harmonic: k.is_major && !is_major })
 }
 
 #[cfg(test)]
@@ -199,13 +228,27 @@ mod tests {
 
     #[test]
     fn scales_and_mode_moves() {
-        let c_major = Scale { tonic: 0, is_major: true };
+        let c_major = Scale { tonic: 0, is_major: true, harmonic: false };
         assert!(c_major.contains(60) && c_major.contains(71) && !c_major.contains(61));
-        let a_minor = Scale { tonic: 9, is_major: false };
+        let a_minor = Scale { tonic: 9, is_major: false, harmonic: false };
         assert!(a_minor.contains(69) && a_minor.contains(72) && a_minor.contains(68) && !a_minor.contains(70));
         let heard = KeyEstimate { tonic: 9, is_major: false, mode: -0.3, clarity: 0.8 };
         assert_eq!(target_scale(Some(heard), 0.5), Some(a_minor));
-        assert_eq!(target_scale(Some(heard), 0.9), Some(Scale { tonic: 9, is_major: true }));
+        assert_eq!(target_scale(Some(heard), 0.9), Some(Scale { tonic: 9, is_major: true, harmonic: false }));
+        // C major asked to go minor: C harmonic minor (B natural, no B flat).
+        let c = KeyEstimate { tonic: 0, is_major: true, mode: 0.3, clarity: 0.8 };
+        let cm = target_scale(Some(c), 0.1).unwrap();
+        assert!(!cm.is_major && cm.harmonic && cm.contains(63) && cm.contains(71) && !cm.contains(70) && !cm.contains(64));
+        // A C major line mapped to C minor: E -> Eb, A -> Ab, B stays; and back to major.
+        let cmaj = Scale { tonic: 0, is_major: true, harmonic: false };
+        let mapped: Vec<u8> = [60u8, 62, 64, 65, 67, 69, 71].iter().map(|&p| parallel_map(p, cmaj, cm)).collect();
+        assert_eq!(mapped, vec![60, 62, 63, 65, 67, 68, 71]);
+        assert!(mapped.iter().all(|&p| cm.contains(p)));
+        let am = Scale { tonic: 9, is_major: false, harmonic: false };
+        let amaj = Scale { tonic: 9, is_major: true, harmonic: false };
+        let up: Vec<u8> = [69u8, 72, 76, 77, 79].iter().map(|&p| parallel_map(p, am, amaj)).collect();
+        assert_eq!(up, vec![69, 73, 76, 78, 80]);
+        assert!(up.iter().all(|&p| amaj.contains(p)));
         assert_eq!(target_scale(None, 0.9), None);
     }
 }
