@@ -210,19 +210,29 @@ def fit_bridge(features_csv: str, scale: dict, attributes: list[str], feature_of
         raw = np.array([float(r["f_" + feature_of[name]]) for r in rows])
         lo, hi = scale["p5"][i], scale["p95"][i]
         y = np.clip((raw - lo) / max(hi - lo, 1e-9), 0.0, 1.0)
-        coef_tr, *_ = np.linalg.lstsq(X[~hold], y[~hold], rcond=None)
-        pred = X[hold] @ coef_tr
-        r = float(np.corrcoef(pred, y[hold])[0, 1]) if np.std(pred) > 0 else 0.0
-        coef, *_ = np.linalg.lstsq(X, y, rcond=None)
+
+        def held_out_r(cols):
+            c, *_ = np.linalg.lstsq(X[~hold][:, cols], y[~hold], rcond=None)
+            pred = X[hold][:, cols] @ c
+            return float(np.corrcoef(pred, y[hold])[0, 1]) if np.std(pred) > 0 else 0.0
+
+        # The V*A term stays only where it predicts held-out bars better.
+        r_plain, r_inter = held_out_r([0, 1, 2]), held_out_r([0, 1, 2, 3])
+        cols = [0, 1, 2, 3] if r_inter > r_plain + 0.005 else [0, 1, 2]
+        c, *_ = np.linalg.lstsq(X[:, cols], y, rcond=None)
+        coef = np.zeros(4)
+        coef[cols] = c
         # Least squares shrinks toward the mean; stretch the prediction to the attribute's own
         # spread (the concordance-optimal line), at most BRIDGE_MAX_STRETCH times.
         pred = X @ coef
         k = min(float(np.std(y) / max(np.std(pred), 1e-9)), BRIDGE_MAX_STRETCH)
         coef = np.concatenate([[np.mean(y) - k * np.mean(pred) + k * coef[0]], k * coef[1:]])
-        out["attributes"][name] = {"coef": [float(c) for c in coef], "holdout_r": r, "stretch": k}
-        log(f"  bridge {name:15s} coef {np.round(coef, 3)}  held-out r {r:+.3f}")
+        r = max(r_plain, r_inter) if len(cols) == 4 else r_plain
+        out["attributes"][name] = {"coef": [float(c) for c in coef], "holdout_r": r, "holdout_r_without_interaction": r_plain, "stretch": k}
+        log(f"  bridge {name:15s} coef {np.round(coef, 3)}  held-out r {r:+.3f} (without V*A {r_plain:+.3f})")
     out["fitted_on"] = (
-        f"{len(rows)} labelled VGMIDI bars (listener mean ratings): least squares on (1, V, A, V*A), then the "
+        f"{len(rows)} labelled VGMIDI bars (listener mean ratings): least squares on (1, V, A) plus V*A where it "
+        "predicts held-out bars better, then the "
         f"prediction stretched to the attribute's spread (at most {BRIDGE_MAX_STRETCH}x); held-out r (before "
         "stretching, which does not change r) from a fit without every 5th piece"
     )

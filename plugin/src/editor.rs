@@ -52,6 +52,8 @@ pub struct App {
     params: Arc<MoodfaderParams>,
     shared: Arc<Shared>,
     gui: Option<GuiContext>,
+    /// What the last export did (path written, or why not).
+    export_message: String,
 }
 
 pub fn create(params: Arc<MoodfaderParams>, shared: Arc<Shared>) -> Option<EguiEditor<App>> {
@@ -61,7 +63,7 @@ pub fn create(params: Arc<MoodfaderParams>, shared: Arc<Shared>) -> Option<EguiE
         ..Default::default()
     };
     let state = params.editor_state.clone();
-    create_egui_editor(state, RepaintNotifier::new(), settings, App { params, shared, gui: None })
+    create_egui_editor(state, RepaintNotifier::new(), settings, App { params, shared, gui: None, export_message: String::new() })
 }
 
 impl NiceEguiApp for App {
@@ -81,7 +83,7 @@ impl NiceEguiApp for App {
     }
 
     fn ui(&mut self, ui: &mut egui::Ui, _frame: &mut nice_plug_egui::Frame) {
-        let Some(gui) = self.gui.as_ref() else { return };
+        let Some(gui) = self.gui.clone() else { return };
         let setter = gui.param_setter();
         ui.ctx().request_repaint_after(Duration::from_millis(33));
         let full = ui.max_rect();
@@ -91,7 +93,7 @@ impl NiceEguiApp for App {
 }
 
 impl App {
-    fn panel(&self, ui: &mut egui::Ui, setter: &ParamSetter) {
+    fn panel(&mut self, ui: &mut egui::Ui, setter: &ParamSetter) {
         ui.horizontal(|ui| {
             ui.label(egui::RichText::new("MOODFADER").font(FontId::proportional(18.0)).color(palette::TEXT));
             ui.label(egui::RichText::new("hear the mood · steer the continuation").color(palette::MUTED));
@@ -108,6 +110,14 @@ impl App {
         });
         ui.add_space(8.0);
         piano_roll(ui, &self.shared);
+        ui.horizontal(|ui| {
+            for (label, with_heard) in [("Export continuation", false), ("Export heard + continuation", true)] {
+                if ui.button(label).on_hover_text("save as a Standard MIDI File with the host's tempo and meter").clicked() {
+                    self.export_message = export_midi(&self.shared, &self.params, with_heard);
+                }
+            }
+            ui.label(egui::RichText::new(&self.export_message).color(palette::MUTED));
+        });
         ui.add_space(6.0);
         status_line(ui, &self.shared);
     }
@@ -258,6 +268,32 @@ fn continuation_controls(ui: &mut egui::Ui, params: &MoodfaderParams, setter: &P
     ui.add_enabled_ui(false, |ui| {
         ui.label(format!("Input: {} (audio input not built yet)", params.input_source));
     });
+}
+
+/// Folder the panel exports into: `$MOODFADER_EXPORT_DIR`, else `~/Moodfader`.
+pub fn export_dir() -> std::path::PathBuf {
+    match std::env::var_os("MOODFADER_EXPORT_DIR").filter(|v| !v.is_empty()) {
+        Some(d) => d.into(),
+        None => std::env::var_os("HOME").map(std::path::PathBuf::from).unwrap_or_else(std::env::temp_dir).join("Moodfader"),
+    }
+}
+
+/// Writes the roll's notes as a MIDI file (GUI thread); returns what to tell the user.
+fn export_midi(shared: &Shared, params: &MoodfaderParams, with_heard: bool) -> String {
+    let roll = shared.roll();
+    let tempo = shared.tempo_bpm.load(Ordering::Relaxed);
+    let meter = (shared.sig_num.load(Ordering::Relaxed), shared.sig_den.load(Ordering::Relaxed));
+    let channel = (params.out_channel.value() - 1).clamp(0, 15) as u8;
+    let Some(bytes) = moodfader_engine::compose::roll_to_smf(&roll, with_heard, tempo, meter, channel) else {
+        return "nothing to export yet".into();
+    };
+    let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let kind = if with_heard { "heard+continuation" } else { "continuation" };
+    let path = export_dir().join(format!("moodfader-{kind}-{stamp}.mid"));
+    match moodfader_engine::export::write_atomically(&path, &bytes) {
+        Ok(()) => format!("saved {}", path.display()),
+        Err(e) => format!("{e:#}"),
+    }
 }
 
 /// The bars heard (left of the playhead) and the continuation about to be played (right), with

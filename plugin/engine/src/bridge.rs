@@ -212,6 +212,7 @@ pub struct RollNote {
     pub start_beats: f64,
     pub end_beats: f64,
     pub pitch: u8,
+    pub velocity: u8,
 }
 
 /// The piano roll: bars heard and bars about to be played around the playhead.

@@ -210,3 +210,65 @@ pub fn notes_to_smf(notes: &[Note], tempo_bpm: f64, meter: (u32, u32)) -> Vec<u8
         .collect();
     single_track_smf(SMF_TICKS_PER_QUARTER, deltas.iter().map(|(d, b)| (*d, b.as_slice())))
 }
+
+/// The panel's "Export": the piano roll's notes (the continuation, and with `with_heard` the bars
+/// heard before it) as a Standard MIDI File on the host's tempo and meter. The file starts at
+/// the first bar line at or before its first note, so it drops onto a bar in any DAW.
+pub fn roll_to_smf(roll: &crate::bridge::Roll, with_heard: bool, tempo_bpm: f64, meter: (u32, u32), channel: u8) -> Option<Vec<u8>> {
+    let notes: Vec<&crate::bridge::RollNote> =
+        roll.generated.iter().chain(roll.heard.iter().filter(|_| with_heard)).filter(|n| n.end_beats > n.start_beats).collect();
+    let first = notes.iter().map(|n| n.start_beats).fold(f64::INFINITY, f64::min);
+    if !first.is_finite() {
+        return None;
+    }
+    let bar = if roll.bar_len_beats > 0.0 { roll.bar_len_beats } else { 4.0 };
+    // Bar lines of the roll are at bar_start + k * bar.
+    let origin = roll.bar_start_beats + ((first - roll.bar_start_beats) / bar).floor() * bar;
+    let beat_s = 60.0 / tempo_bpm.clamp(1.0, 2000.0);
+    let out: Vec<Note> = notes
+        .iter()
+        .map(|n| {
+            let onset_beats = n.start_beats - origin;
+            let dur_beats = n.end_beats - n.start_beats;
+            Note {
+                onset_s: onset_beats * beat_s,
+                dur_s: dur_beats * beat_s,
+                onset_beats,
+                dur_beats,
+                pitch: n.pitch,
+                velocity: n.velocity.clamp(1, 127),
+                channel: channel & 15,
+            }
+        })
+        .collect();
+    Some(notes_to_smf(&out, tempo_bpm, meter))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bridge::{Roll, RollNote};
+
+    #[test]
+    fn roll_exports_on_bar_lines_with_tempo_and_meter() {
+        let note = |s: f64, e: f64, p: u8| RollNote { start_beats: s, end_beats: e, pitch: p, velocity: 90 };
+        let roll = Roll {
+            now_beats: 101.0,
+            bar_start_beats: 99.0, // bars of 3 beats (3/4) at 99, 102, ...
+            bar_len_beats: 3.0,
+            heard: vec![note(94.5, 95.0, 60), note(97.0, 98.0, 62)],
+            generated: vec![note(102.0, 103.0, 67), note(103.5, 104.0, 69)],
+        };
+        let only = crate::midifile::parse_midi(&roll_to_smf(&roll, false, 90.0, (3, 4), 2).unwrap()).unwrap();
+        assert_eq!(only.notes.len(), 2);
+        assert!(only.notes[0].onset_beats.abs() < 1e-9, "the continuation starts on the file's first bar line");
+        assert_eq!((only.meters[0].num, only.meters[0].den), (3, 4));
+        assert!((60e6 / only.tempos[0].us_per_quarter as f64 - 90.0).abs() < 0.01);
+        assert_eq!(only.notes[0].channel, 2);
+        let both = crate::midifile::parse_midi(&roll_to_smf(&roll, true, 90.0, (3, 4), 0).unwrap()).unwrap();
+        assert_eq!(both.notes.len(), 4);
+        // First note at 94.5: its bar starts at 93, so it sits 1.5 beats into the file.
+        assert!((both.notes[0].onset_beats - 1.5).abs() < 1e-9, "{}", both.notes[0].onset_beats);
+        assert!(roll_to_smf(&Roll::default(), true, 120.0, (4, 4), 0).is_none());
+    }
+}

@@ -438,7 +438,7 @@ impl Player {
                 .iter()
                 .chain(self.outbox.iter())
                 .filter(|o| o.off_beats >= from_beats)
-                .map(|o| crate::bridge::RollNote { start_beats: o.on_beats, end_beats: o.off_beats, pitch: o.pitch }),
+                .map(|o| crate::bridge::RollNote { start_beats: o.on_beats, end_beats: o.off_beats, pitch: o.pitch, velocity: o.velocity }),
         );
     }
 

@@ -212,7 +212,7 @@ fn publish_roll(shared: &Shared, live: &LiveEstimator, player: &Player, scratch:
         roll.bar_start_beats = bar_start;
         roll.bar_len_beats = bar_len;
         roll.heard.clear();
-        roll.heard.extend(heard.iter().map(|n| RollNote { start_beats: n.onset_beats, end_beats: n.onset_beats + n.dur_beats, pitch: n.pitch }));
+        roll.heard.extend(heard.iter().map(|n| RollNote { start_beats: n.onset_beats, end_beats: n.onset_beats + n.dur_beats, pitch: n.pitch, velocity: n.velocity }));
         roll.generated.clear();
         let until = bar_start + (ROLL_BARS_AFTER + 1.0) * bar_len;
         roll.generated.extend(scratch.iter().filter(|n| n.start_beats < until));
