@@ -6,6 +6,7 @@ mod budgets;
 mod cargo_args;
 mod invariants;
 mod runtime;
+mod screenshot;
 mod tasks;
 mod workspace;
 
@@ -21,6 +22,7 @@ Usage:
   cargo xtask demo                           setup, run `moodfader analyze assets/demo.mid`
   cargo xtask bench [--quick]                setup, engine and plugin-host benchmarks
   cargo xtask train emotion [script args]    setup, venv, export features, train the emotion model
+  cargo xtask screenshot                     the standalone panel under Xvfb: screenshot + checks
   cargo xtask eval continuation              measure models/continuation.onnx, write its metrics
   cargo xtask train continuation [args]      export tokens, train/resume the continuation model
                                              (--minutes M bounds a run), export, measure it
@@ -88,6 +90,11 @@ fn run() -> Result<()> {
                 _ => bail!("bench accepts only --quick, got {rest:?}"),
             };
             tasks::bench(&workspace::Workspace::locate()?, quick)
+        }
+        "screenshot" => {
+            let ws = workspace::Workspace::locate()?;
+            let rt = runtime::setup(&ws)?;
+            screenshot::panel_screenshot(&ws, &rt)
         }
         "eval" => match rest.first().map(String::as_str) {
             Some("continuation") => {

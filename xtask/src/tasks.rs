@@ -95,6 +95,11 @@ pub fn test(ws: &Workspace) -> Result<()> {
         invariants::check_engine_is_host_free(),
     ));
 
+    results.push((
+        "panel screenshot (standalone under Xvfb)",
+        crate::screenshot::panel_screenshot(ws, &rt),
+    ));
+
     let failed: Vec<&str> = results
         .iter()
         .filter_map(|(name, r)| {

@@ -1,0 +1,205 @@
+//! `cargo xtask test`'s panel check, as a person would do it: start the standalone app under a
+//! virtual X server (Xvfb), take a screenshot (ImageMagick `import`), and check that the panel
+//! drew: not blank, the pad where it belongs (its panel colour, the orange target ring at its
+//! centre), the eight attribute faders (their blue fills), and the piano roll. The screenshot is
+//! kept in `target/screenshots/panel.png` (the README's picture is taken this way).
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+use crate::workspace::cargo_cmd;
+use crate::runtime::Runtime;
+use crate::workspace::{self, Workspace};
+
+const PANEL: [u8; 3] = [0x20, 0x23, 0x2a];
+const TARGET: [u8; 3] = [0xf2, 0xa6, 0x3b];
+
+fn on_path(tool: &str) -> bool {
+    std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
+        .unwrap_or(false)
+}
+
+/// An RGB image from a binary PPM (P6, maxval 255).
+struct Image {
+    w: usize,
+    h: usize,
+    rgb: Vec<u8>,
+}
+
+impl Image {
+    fn from_ppm(bytes: &[u8]) -> Result<Image> {
+        // Header: "P6" whitespace width whitespace height whitespace maxval single-whitespace.
+        let mut fields = Vec::new();
+        let mut i = 0;
+        while fields.len() < 4 && i < bytes.len() {
+            while i < bytes.len() && bytes[i].is_ascii_whitespace() {
+                i += 1;
+            }
+            let start = i;
+            while i < bytes.len() && !bytes[i].is_ascii_whitespace() {
+                i += 1;
+            }
+            fields.push(String::from_utf8_lossy(&bytes[start..i]).into_owned());
+        }
+        i += 1;
+        if fields.len() < 4 || fields[0] != "P6" || fields[3] != "255" {
+            bail!("screenshot is not an 8-bit binary PPM: header {fields:?}");
+        }
+        let (w, h): (usize, usize) = (fields[1].parse()?, fields[2].parse()?);
+        let rgb = bytes.get(i..i + w * h * 3).context("screenshot PPM is truncated")?.to_vec();
+        Ok(Image { w, h, rgb })
+    }
+
+    fn px(&self, x: usize, y: usize) -> [u8; 3] {
+        let o = (y.min(self.h - 1) * self.w + x.min(self.w - 1)) * 3;
+        [self.rgb[o], self.rgb[o + 1], self.rgb[o + 2]]
+    }
+
+    /// Fraction of pixels in the rectangle for which `f` holds.
+    fn fraction(&self, x0: usize, y0: usize, x1: usize, y1: usize, f: impl Fn([u8; 3]) -> bool) -> f64 {
+        let mut n = 0usize;
+        let mut hit = 0usize;
+        for y in y0..y1 {
+            for x in x0..x1 {
+                n += 1;
+                hit += f(self.px(x, y)) as usize;
+            }
+        }
+        hit as f64 / n.max(1) as f64
+    }
+}
+
+fn near(c: [u8; 3], want: [u8; 3], tol: i32) -> bool {
+    (0..3).all(|k| (c[k] as i32 - want[k] as i32).abs() <= tol)
+}
+
+/// What is wrong with a screenshot of the panel (window at the screen's top left), if anything.
+fn check(img: &Image) -> Vec<String> {
+    let mut problems = Vec::new();
+    if img.w < 960 || img.h < 700 {
+        problems.push(format!("screen {}x{} is smaller than the 960x700 panel", img.w, img.h));
+        return problems;
+    }
+    let mut colours = std::collections::HashSet::new();
+    for y in (0..700).step_by(3) {
+        for x in (0..960).step_by(3) {
+            colours.insert(img.px(x, y));
+        }
+    }
+    if colours.len() < 50 {
+        problems.push(format!("the panel looks blank ({} distinct colours)", colours.len()));
+    }
+    let pad = img.fraction(20, 50, 428, 458, |c| near(c, PANEL, 4));
+    if pad < 0.6 {
+        problems.push(format!("the pad is not where it belongs (only {:.0}% of its area has the pad colour)", pad * 100.0));
+    }
+    let ring = img.fraction(200, 230, 250, 280, |c| near(c, TARGET, 40));
+    if ring < 0.01 {
+        problems.push("no orange target ring at the pad's centre".into());
+    }
+    let fills = img.fraction(458, 60, 860, 215, |c| c[2] as i32 > c[0] as i32 + 40 && c[2] as i32 > c[1] as i32 + 20);
+    if fills < 0.05 {
+        problems.push(format!("the attribute faders are missing (blue fill on {:.1}% of their area)", fills * 100.0));
+    }
+    let roll = img.fraction(20, 480, 940, 580, |c| near(c, PANEL, 4));
+    if roll < 0.5 {
+        problems.push(format!("the piano roll is missing ({:.0}% of its area has the panel colour)", roll * 100.0));
+    }
+    problems
+}
+
+struct Killed(Child);
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The panel check; `Ok(None)` with a loud message when Xvfb or ImageMagick is missing outside CI.
+pub fn panel_screenshot(ws: &Workspace, rt: &Runtime) -> Result<()> {
+    for tool in ["Xvfb", "import"] {
+        if !on_path(tool) {
+            let msg = format!("{tool} not found: install the xvfb and imagemagick packages (CI installs them)");
+            if std::env::var("CI").is_ok_and(|v| v == "true") {
+                bail!("{msg}");
+            }
+            eprintln!("[xtask] WARNING: panel screenshot check SKIPPED: {msg}");
+            return Ok(());
+        }
+    }
+    let mut build = cargo_cmd(["build", "-p", "moodfader", "--features", "standalone", "--bin", "moodfader-standalone"]);
+    workspace::run("cargo build moodfader-standalone", &mut build)?;
+    let app: PathBuf = ws.target_dir.join("debug").join("moodfader-standalone");
+
+    // A display nobody uses.
+    let display = (91..120).map(|n| format!(":{n}")).find(|d| !Path::new(&format!("/tmp/.X11-unix/X{}", &d[1..])).exists());
+    let display = display.context("no free X display number in :91..:119")?;
+    let xvfb = Killed(
+        Command::new("Xvfb")
+            .args([display.as_str(), "-screen", "0", "1100x800x24", "-nolisten", "tcp"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting Xvfb")?,
+    );
+    std::thread::sleep(Duration::from_millis(800));
+    let _app = Killed(
+        Command::new(&app)
+            .args(["--backend", "dummy"])
+            .env("DISPLAY", &display)
+            .env("MOODFADER_ORT_DYLIB", &rt.ort_lib)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .with_context(|| format!("starting {}", app.display()))?,
+    );
+    let started = Instant::now();
+    let mut last = vec!["no screenshot taken".to_string()];
+    while started.elapsed() < Duration::from_secs(40) {
+        std::thread::sleep(Duration::from_secs(2));
+        let out = Command::new("import").args(["-display", &display, "-window", "root", "-depth", "8", "ppm:-"]).output().context("running import")?;
+        if !out.status.success() {
+            last = vec![format!("import failed: {}", String::from_utf8_lossy(&out.stderr).trim())];
+            continue;
+        }
+        let img = Image::from_ppm(&out.stdout)?;
+        last = check(&img);
+        if last.is_empty() {
+            let dir = ws.target_dir.join("screenshots");
+            std::fs::create_dir_all(&dir)?;
+            let png = dir.join("panel.png");
+            let status = Command::new("import")
+                .args(["-display", &display, "-window", "root", "-crop", "960x700+0+0", "+repage"])
+                .arg(&png)
+                .status()?;
+            if !status.success() {
+                bail!("import could not write {}", png.display());
+            }
+            println!("[xtask] panel screenshot: the pad, the faders and the piano roll drew; saved {}", png.display());
+            drop(xvfb);
+            return Ok(());
+        }
+    }
+    bail!("the standalone panel did not draw as expected within 40 s: {}", last.join("; "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_blank_screen_fails_every_check() {
+        let (w, h) = (1000, 720);
+        let mut bytes = format!("P6\n{w} {h}\n255\n").into_bytes();
+        bytes.extend(std::iter::repeat_n(0u8, w * h * 3));
+        let img = Image::from_ppm(&bytes).unwrap();
+        let problems = check(&img);
+        assert!(problems.iter().any(|p| p.contains("blank")) && problems.iter().any(|p| p.contains("pad")), "{problems:?}");
+        assert!(problems.iter().any(|p| p.contains("faders")) && problems.iter().any(|p| p.contains("roll")));
+    }
+}
