@@ -105,3 +105,20 @@ fn bad_input_is_one_line_exit_2_and_nothing_written() {
     let leftovers: Vec<_> = std::fs::read_dir(dir.path()).unwrap().flatten().map(|e| e.file_name()).collect();
     assert_eq!(leftovers.len(), 1, "only the garbage input remains: {leftovers:?}");
 }
+
+#[test]
+fn analyze_a_folder_reports_every_file_and_the_bad_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(DEMO, dir.path().join("a.mid")).unwrap();
+    std::fs::copy(DEMO, dir.path().join("b.mid")).unwrap();
+    std::fs::write(dir.path().join("c.mid"), b"not midi").unwrap();
+    let csv = dir.path().join("all.csv");
+    let o = run(&["analyze", dir.path().to_str().unwrap(), "--json", "--csv", csv.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2), "one bad file: exit 2 after the others: {}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("stdout is JSON");
+    assert_eq!(v["files"].as_array().unwrap().len(), 2);
+    assert_eq!(v["failed"].as_array().unwrap().len(), 1);
+    assert!(stderr(&o).contains("c.mid"));
+    let text = std::fs::read_to_string(&csv).unwrap();
+    assert_eq!(text.lines().count(), 1 + 2 * 24, "header and 24 bars of each good file");
+}

@@ -25,8 +25,10 @@ const USAGE: &str = "\
 moodfader — hears the mood of music (valence and arousal, each in [-1, 1])
 
 USAGE:
-    moodfader analyze INPUT.mid [--json] [--csv FILE] [--plot FILE.png]
-        Per-bar valence/arousal following the file's meter, and an overall value.
+    moodfader analyze INPUT.mid|FOLDER [--json] [--csv FILE] [--plot FILE.png]
+        Per-bar valence/arousal following the file's meter, and an overall value. A FOLDER is
+        analysed file by file (a progress bar on a terminal; one row per file, or every curve
+        with --json / --csv).
         --json       print {\"bars\":[{\"bar\",\"start_s\",\"valence\",\"arousal\"}...],\"overall\":{...}}
         --csv FILE   also write the per-bar curve as CSV
         --plot FILE  also draw the curves on bands coloured by quadrant, as PNG
@@ -162,6 +164,12 @@ fn analyze(args: &[String]) -> Result<()> {
         return Err(usage("analyze takes exactly one INPUT file"));
     };
     let path = Path::new(input);
+    if path.is_dir() {
+        if a.value("--plot").is_some() || a.value("--calibrate").is_some() {
+            return Err(usage("--plot and --calibrate take one file, not a folder"));
+        }
+        return analyze_folder(path, a.value("--csv"), a.has("--json"));
+    }
     let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
     match ext.as_str() {
         "mid" | "midi" | "smf" => {}
@@ -192,6 +200,75 @@ fn analyze(args: &[String]) -> Result<()> {
             println!("{:>3}  {:>7.2}  {:>+7.3}  {:>+7.3}", b.bar, b.start_s, b.valence, b.arousal);
         }
         println!("overall        {:>+7.3}  {:>+7.3}", analysis.overall.valence, analysis.overall.arousal);
+    }
+    Ok(())
+}
+
+/// `analyze FOLDER`: every MIDI file in it (sorted), a progress bar on a terminal, one row per
+/// file (or the per-bar curves with --json / --csv). A file that cannot be read is reported and
+/// skipped; the exit code is then 2, after the others are written.
+fn analyze_folder(dir: &Path, csv: Option<&str>, json: bool) -> Result<()> {
+    use std::io::{IsTerminal, Write};
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("{}: cannot read folder", dir.display()))?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.is_file() && p.extension().and_then(|e| e.to_str()).is_some_and(|e| matches!(e.to_ascii_lowercase().as_str(), "mid" | "midi" | "smf")))
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        bail!("{}: no MIDI files in this folder", dir.display());
+    }
+    let mut model = load_model()?;
+    let tty = std::io::stderr().is_terminal();
+    let (mut results, mut failed) = (Vec::new(), Vec::new());
+    let mut csv_text = String::from("file,bar,start_s,valence,arousal\n");
+    for (i, f) in files.iter().enumerate() {
+        let name = f.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        if tty {
+            let done = (i * 30) / files.len();
+            eprint!("\r[{}{}] {}/{} {:<40.40}", "#".repeat(done), ".".repeat(30 - done), i + 1, files.len(), name);
+            let _ = std::io::stderr().flush();
+        }
+        let analysis = read_midi_file(f).and_then(|p| {
+            if p.bars.is_empty() {
+                bail!("{}: no notes to analyse", f.display());
+            }
+            analyze_piece(&p, &mut model)
+        });
+        match analysis {
+            Ok(an) => {
+                for b in &an.bars {
+                    csv_text.push_str(&format!("{},{},{:.6},{:.6},{:.6}\n", name.replace(',', "_"), b.bar, b.start_s, b.valence, b.arousal));
+                }
+                results.push((name, an));
+            }
+            Err(e) => failed.push(format!("{e:#}")),
+        }
+    }
+    if tty {
+        eprintln!("\r[{}] {}/{} done{:40}", "#".repeat(30), files.len(), files.len(), "");
+    }
+    if let Some(out) = csv {
+        write_atomically(Path::new(out), csv_text.as_bytes())?;
+    }
+    if json {
+        let list: Vec<serde_json::Value> = results
+            .iter()
+            .map(|(n, an)| serde_json::json!({"file": n, "bars": an.bars, "overall": an.overall}))
+            .collect();
+        println!("{}", serde_json::json!({"files": list, "failed": failed}));
+    } else {
+        println!("{:<40}  bars  valence  arousal", "file");
+        for (n, an) in &results {
+            println!("{:<40.40}  {:>4}  {:>+7.3}  {:>+7.3}", n, an.bars.len(), an.overall.valence, an.overall.arousal);
+        }
+    }
+    if !failed.is_empty() {
+        for f in &failed {
+            eprintln!("moodfader: {f}");
+        }
+        bail!("{}: {} of {} files could not be analysed (listed above)", dir.display(), failed.len(), files.len());
     }
     Ok(())
 }
