@@ -45,6 +45,8 @@ ONNX_IR_VERSION = 8  # the IR version that goes with opset 17; readable by any r
 INPUT_NAME = "features"
 OUTPUT_NAME = "va"
 CONTEXT_MEAN_BARS = 4  # bars in the context mean: this one and the three before
+LONG_MEAN_BARS = 32  # memory of the long mean (plain mean over the first 32 bars with notes, then EMA)
+CONTEXT_COPIES = 4  # f(t), f(t-1), the 4-bar mean, the long mean
 CLIP_Z = 5.0  # standardised inputs are clipped to [-CLIP_Z, CLIP_Z] (in training and in the graph)
 N_FOLDS = 5
 HOLDOUT_EVERY = 5
@@ -53,9 +55,12 @@ LABELS = ("valence", "arousal")
 
 CONTEXT_RULE = (
     "For bar t of a piece (bars 0-based, in order, every bar present), with f(k) the F raw features "
-    "of bar k: x(t) = [f(t), f(t-1), (f(t-3) + f(t-2) + f(t-1) + f(t)) / 4], length 3F, where any "
-    "f(k) with k < 0 is replaced by f(t) itself (so x(0) = [f(0), f(0), f(0)] and "
-    "x(1) = [f(1), f(0), (f(1) + f(1) + f(0) + f(1)) / 4]). The mean always divides by 4. "
+    "of bar k: x(t) = [f(t), f(t-1), (f(t-3) + f(t-2) + f(t-1) + f(t)) / 4, L(t)], length 4F, where any "
+    "f(k) with k < 0 is replaced by f(t) itself (so x(0) = [f(0), f(0), f(0), f(0)] and "
+    "x(1) = [f(1), f(0), (f(1) + f(1) + f(0) + f(1)) / 4, L(1)]). The mean always divides by 4. "
+    "L(t), the long mean, folds in bars 0..=t that have notes (feature 'silent' < 0.5) in order: "
+    "with n the number folded in so far, L <- L + max(1/n, 1/32) * (f - L) (a plain mean over the "
+    "first 32, then an exponential mean); L(t) = f(t) when none has notes. "
     "Raw, unnormalised features: standardisation and clipping are inside the model."
 )
 
@@ -76,7 +81,7 @@ class Dataset:
     feature_names: list[str]  # without the `f_` prefix
     pieces: list[str]  # one per row
     bars: np.ndarray  # int, one per row
-    x: np.ndarray  # [N, 3F] float32 context vectors (raw)
+    x: np.ndarray  # [N, 4F] float32 context vectors (raw)
     y: np.ndarray  # [N, 2] float32 (valence, arousal)
     feature_spec_version: object
 
@@ -86,8 +91,8 @@ def fail(msg: str) -> None:
     sys.exit(1)
 
 
-def context_vectors(feats: np.ndarray) -> np.ndarray:
-    """[B, F] per-bar features of one piece (bar order) -> [B, 3F] context vectors (CONTEXT_RULE)."""
+def context_vectors(feats: np.ndarray, silent_col: int) -> np.ndarray:
+    """[B, F] per-bar features of one piece (bar order) -> [B, 4F] context vectors (CONTEXT_RULE)."""
     b = feats.shape[0]
     idx = np.arange(b)
 
@@ -96,7 +101,14 @@ def context_vectors(feats: np.ndarray) -> np.ndarray:
         return feats[np.where(idx >= k, idx - k, idx)]
 
     mean = sum(prev(k) for k in range(CONTEXT_MEAN_BARS)) / CONTEXT_MEAN_BARS
-    return np.concatenate([feats, prev(1), mean], axis=1)
+    long = np.empty_like(feats)
+    acc, n = np.zeros(feats.shape[1]), 0
+    for t in range(b):
+        if feats[t, silent_col] < 0.5:
+            n += 1
+            acc = acc + max(1.0 / n, 1.0 / LONG_MEAN_BARS) * (feats[t] - acc)
+        long[t] = acc if n > 0 else feats[t]
+    return np.concatenate([feats, prev(1), mean, long], axis=1)
 
 
 def load_features(path: str) -> Dataset:
@@ -133,6 +145,10 @@ def load_features(path: str) -> Dataset:
             fail(f"{path}:{line_no}: non-finite value")
         by_piece.setdefault(r[col["piece"]], []).append((bar, f, y))
 
+    names = [header[i][2:] for i in fcols]
+    if "silent" not in names:
+        fail(f"{path}: no f_silent column (the long mean needs it)")
+    silent_col = names.index("silent")
     pieces, bars, xs, ys = [], [], [], []
     for piece in sorted(by_piece):
         items = sorted(by_piece[piece], key=lambda it: it[0])
@@ -140,7 +156,7 @@ def load_features(path: str) -> Dataset:
         if got != list(range(len(items))):
             fail(f"{path}: piece {piece!r}: bars must be 0..n-1 with none missing or repeated")
         feats = np.asarray([it[1] for it in items], dtype=np.float64)
-        xs.append(context_vectors(feats))
+        xs.append(context_vectors(feats, silent_col))
         ys.append(np.asarray([it[2] for it in items], dtype=np.float64))
         pieces += [piece] * len(items)
         bars += got
@@ -382,7 +398,7 @@ def main() -> None:
         fail(f"need at least {2 * N_FOLDS} pieces, got {len(uniq)}")
     print(
         f"data: {len(uniq)} pieces, {len(pieces)} bars, {n_feat} features "
-        f"(spec {ds.feature_spec_version}), input size {3 * n_feat}"
+        f"(spec {ds.feature_spec_version}), input size {CONTEXT_COPIES * n_feat}"
     )
 
     holdout = uniq[::HOLDOUT_EVERY]
@@ -430,12 +446,12 @@ def main() -> None:
         "features": ds.feature_names,
         "context": CONTEXT_RULE,
         "context_mean_bars": CONTEXT_MEAN_BARS,
-        "inputs": [{"name": INPUT_NAME, "shape": [-1, 3 * n_feat], "dtype": "float32"}],
+        "inputs": [{"name": INPUT_NAME, "shape": [-1, CONTEXT_COPIES * n_feat], "dtype": "float32"}],
         "outputs": [{"name": OUTPUT_NAME, "shape": [-1, 2], "dtype": "float32", "columns": list(LABELS)}],
         "opset": ONNX_OPSET,
         "architecture": best
-        + (f": Standardise+Clip(+-{CLIP_Z}) -> Linear({3 * n_feat},{CANDIDATES[best][0]}) -> Tanh -> Linear(,2) -> Tanh"
-           if CANDIDATES[best][0] else f": Standardise+Clip(+-{CLIP_Z}) -> Linear({3 * n_feat},2) -> Tanh"),
+        + (f": Standardise+Clip(+-{CLIP_Z}) -> Linear({CONTEXT_COPIES * n_feat},{CANDIDATES[best][0]}) -> Tanh -> Linear(,2) -> Tanh"
+           if CANDIDATES[best][0] else f": Standardise+Clip(+-{CLIP_Z}) -> Linear({CONTEXT_COPIES * n_feat},2) -> Tanh"),
         "training_data": f"VGMIDI labelled ({len(uniq)} pieces, {len(pieces)} bars)",
         "trained_on": f"{len(dev)} non-holdout pieces, {int((~is_hold).sum())} bars",
         "holdout_rule": f"sorted piece ids, every {HOLDOUT_EVERY}th starting with the first",

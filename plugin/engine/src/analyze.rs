@@ -7,7 +7,7 @@ use anyhow::Result;
 use serde::Serialize;
 
 use crate::emotion::EmotionModel;
-use crate::features::{context_vector, features_for_bars};
+use crate::features::{context_vectors, features_for_bars};
 use crate::midifile::Piece;
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -34,7 +34,7 @@ pub struct Analysis {
 /// over all bars when none has).
 pub fn analyze_piece(piece: &Piece, model: &mut EmotionModel) -> Result<Analysis> {
     let feats = features_for_bars(&piece.notes, &piece.bars);
-    let inputs: Vec<_> = (0..feats.len()).map(|t| context_vector(&feats, t)).collect();
+    let inputs = context_vectors(&feats);
     let va = model.predict(&inputs)?;
     let bars: Vec<BarEstimate> = piece
         .bars

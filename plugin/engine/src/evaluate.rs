@@ -12,7 +12,7 @@ use crate::attributes::raw_attributes;
 use crate::compose::{ContinueOptions, bars_after, continue_notes};
 use crate::continuation::ContinuationModel;
 use crate::emotion::EmotionModel;
-use crate::features::{context_vector, features_for_bars};
+use crate::features::{context_vectors, features_for_bars};
 use crate::notes::{BarWindow, Note};
 use crate::steering::{SteerRequest, heard_key};
 use crate::{Attribute, compose};
@@ -220,7 +220,7 @@ pub fn evaluate(model: &mut ContinuationModel, emotion: &mut EmotionModel, prime
                 };
                 let (notes, future) = run(model, p, cfg.emotion_bars, opts)?;
                 let feats = features_for_bars(&notes, &future);
-                let inputs: Vec<_> = (0..feats.len()).map(|t| context_vector(&feats, t)).collect();
+                let inputs = context_vectors(&feats);
                 let va = emotion.predict(&inputs)?;
                 let n = va.len().max(1) as f32;
                 let (ev, ea) = (va.iter().map(|x| x.0).sum::<f32>() / n, va.iter().map(|x| x.1).sum::<f32>() / n);

@@ -7,10 +7,11 @@
 use crate::keyfind::find_key;
 use crate::notes::{BarWindow, Note};
 
-/// Bumped whenever a feature's definition, order or count changes. Models record the version they
-/// History: 1 first release; 2 bounded look-back ([`MAX_LOOKBACK_NOTES`]) for held notes.
-/// were trained on and the loader refuses a mismatch.
-pub const FEATURE_SPEC_VERSION: u32 = 2;
+/// Bumped whenever a feature's definition, order or count changes, or the context vector's.
+/// Models record the version they were trained on and the loader refuses a mismatch.
+/// History: 1 first release; 2 bounded look-back ([`MAX_LOOKBACK_NOTES`]) for held notes;
+/// 3 the context vector gains the long mean ([`LongMean`]).
+pub const FEATURE_SPEC_VERSION: u32 = 3;
 
 pub const NUM_FEATURES: usize = 14;
 
@@ -39,7 +40,11 @@ pub const KEY_WINDOW_BARS: usize = 4;
 pub const CONTEXT_MEAN_BARS: usize = 4;
 
 /// Length of the model input built by [`context_vector`].
-pub const CONTEXT_LEN: usize = 3 * NUM_FEATURES;
+pub const CONTEXT_LEN: usize = 4 * NUM_FEATURES;
+
+/// Memory of the long mean, in bars with notes: a plain mean over the first this-many, then an
+/// exponential mean that forgets with this time constant (so a live set moves on between songs).
+pub const LONG_MEAN_BARS: u32 = 32;
 
 pub type Features = [f32; NUM_FEATURES];
 
@@ -232,10 +237,51 @@ pub fn features_for_bars(notes: &[Note], bars: &[BarWindow]) -> Vec<Features> {
         .collect()
 }
 
-/// The model input for bar `t`: `[f(t), f(t-1), mean(f(t-3..=t))]`, where a bar before the first
-/// one is replaced by bar `t` itself. Training (models/train) builds the identical vector from the
-/// exported per-bar features.
-pub fn context_vector(feats: &[Features], t: usize) -> [f32; CONTEXT_LEN] {
+/// The long mean of the bars heard so far: how the music has been, not just the last bars.
+/// Listeners rate the level of a passage more than its bar-to-bar moves, and this carries it.
+/// Bars without notes are left out; with none heard yet it is the current bar itself.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LongMean {
+    mean: Features,
+    count: u32,
+}
+
+impl Default for LongMean {
+    fn default() -> Self {
+        Self { mean: [0.0; NUM_FEATURES], count: 0 }
+    }
+}
+
+impl LongMean {
+    /// Folds in a finished bar (ignored when it has no notes).
+    pub fn push(&mut self, f: &Features) {
+        if f[13] >= 0.5 {
+            return;
+        }
+        self.count = self.count.saturating_add(1);
+        let alpha = (1.0 / self.count as f32).max(1.0 / LONG_MEAN_BARS as f32);
+        for (m, &x) in self.mean.iter_mut().zip(f.iter()) {
+            *m += alpha * (x - *m);
+        }
+    }
+
+    /// The long mean so far (`current` itself when no bar with notes was folded in yet).
+    pub fn value_or(&self, current: &Features) -> Features {
+        if self.count == 0 { *current } else { self.mean }
+    }
+
+    /// The long mean with `current` folded in, without keeping it.
+    pub fn with(&self, current: &Features) -> Features {
+        let mut m = *self;
+        m.push(current);
+        if m.count == 0 { *current } else { m.mean }
+    }
+}
+
+/// The model input for bar `t`: `[f(t), f(t-1), mean(f(t-3..=t)), long]`, where a bar before
+/// the first one is replaced by bar `t` itself and `long` is the [`LongMean`] up to and including
+/// bar `t`. Training (models/train) builds the identical vector from the exported features.
+pub fn context_vector(feats: &[Features], t: usize, long: &Features) -> [f32; CONTEXT_LEN] {
     let mut out = [0.0f32; CONTEXT_LEN];
     let prev = |k: usize| if t >= k { &feats[t - k] } else { &feats[t] };
     out[..NUM_FEATURES].copy_from_slice(&feats[t]);
@@ -245,5 +291,18 @@ pub fn context_vector(feats: &[Features], t: usize) -> [f32; CONTEXT_LEN] {
             out[2 * NUM_FEATURES + i] += v / CONTEXT_MEAN_BARS as f32;
         }
     }
+    out[3 * NUM_FEATURES..].copy_from_slice(long);
     out
+}
+
+/// [`context_vector`] for every bar of a piece, in order.
+pub fn context_vectors(feats: &[Features]) -> Vec<[f32; CONTEXT_LEN]> {
+    let mut long = LongMean::default();
+    (0..feats.len())
+        .map(|t| {
+            let l = long.with(&feats[t]);
+            long.push(&feats[t]);
+            context_vector(feats, t, &l)
+        })
+        .collect()
 }

@@ -4,7 +4,7 @@
 //! Thread: worker (allocates only while its buffers grow to their working size)
 
 use crate::bridge::ToWorker;
-use crate::features::{CONTEXT_LEN, CONTEXT_MEAN_BARS, Features, bar_features, context_vector, pitch_class_hist};
+use crate::features::{CONTEXT_LEN, CONTEXT_MEAN_BARS, Features, LongMean, bar_features, context_vector, pitch_class_hist};
 use crate::notes::{BarWindow, Note};
 
 /// Most notes the live history keeps; the oldest go first.
@@ -48,6 +48,10 @@ pub struct LiveEstimator {
     confidence: f32,
     last_update_s: Option<f64>,
     last_bar_index: Option<i64>,
+    /// The long mean over the bars heard since listening started (or the last reset).
+    long: LongMean,
+    /// Bar index (of the listening clock) last folded into `long`.
+    long_bar_index: Option<i64>,
 }
 
 impl LiveEstimator {
@@ -69,6 +73,8 @@ impl LiveEstimator {
         self.confidence = 0.0;
         self.last_update_s = None;
         self.last_bar_index = None;
+        self.long = LongMean::default();
+        self.long_bar_index = None;
     }
 
     pub fn num_notes(&self) -> usize {
@@ -194,8 +200,25 @@ impl LiveEstimator {
         };
         let num_recent_notes = windows[..num_bars_heard].iter().map(onsets_in).sum();
         let silent = onsets_in(&windows[0]) + onsets_in(&windows[1]) == 0;
+        // A bar line passed: the bar that just ended (the window ending now) joins the long mean.
+        let current = feats[num_bars_heard - 1];
+        let bar_index = (now_beats / bar_len_beats).floor() as i64;
+        let committed = match self.long_bar_index {
+            Some(b) if b < bar_index => {
+                self.long.push(&current);
+                self.long_bar_index = Some(bar_index);
+                true
+            }
+            None => {
+                self.long_bar_index = Some(bar_index);
+                false
+            }
+            _ => false,
+        };
+        // Between bar lines the bar in progress counts as if it ended now.
+        let long = if committed { self.long.value_or(&current) } else { self.long.with(&current) };
         LiveContext {
-            input: context_vector(&feats[..num_bars_heard], num_bars_heard - 1),
+            input: context_vector(&feats[..num_bars_heard], num_bars_heard - 1, &long),
             num_recent_notes,
             num_bars_heard,
             silent,
@@ -247,12 +270,16 @@ mod tests {
             live.on_event(&note(false, pitch, t + 0.2));
             notes.push(Note { onset_s: t, dur_s: 0.2, onset_beats: t * 2.0, dur_beats: 0.4, pitch, velocity: 100, channel: 0 });
         }
+        // The worker looks often; here, once in each bar and at its end.
+        for t in [1.0, 2.0, 4.0, 6.0] {
+            let _ = live.context(t, t * 2.0, 120.0, 4.0);
+        }
         let ctx = live.context(8.0, 16.0, 120.0, 4.0);
         let bars: Vec<BarWindow> = (0..4)
             .map(|b| BarWindow { start_s: b as f64 * 2.0, end_s: b as f64 * 2.0 + 2.0, start_beats: b as f64 * 4.0, len_beats: 4.0, tempo_bpm: 120.0 })
             .collect();
         let offline = crate::features::features_for_bars(&notes, &bars);
-        let expected = context_vector(&offline, 3);
+        let expected = crate::features::context_vectors(&offline)[3];
         for (i, (a, b)) in ctx.input.iter().zip(expected.iter()).enumerate() {
             assert!((a - b).abs() < 1e-4, "feature {i}: live {a} offline {b}");
         }

@@ -9,7 +9,7 @@
 
 use moodfader_engine::emotion::{EMBEDDED_MANIFEST, EmotionModel};
 use moodfader_engine::export::{ExportReport, data_dir, labelled_pieces};
-use moodfader_engine::features::{CONTEXT_LEN, context_vector};
+use moodfader_engine::features::{CONTEXT_LEN, context_vectors};
 use moodfader_engine::runtime::ensure_runtime;
 
 fn model() -> EmotionModel {
@@ -65,7 +65,7 @@ fn held_out_metrics_do_not_regress() {
     let mut num_pieces = 0;
     for p in pieces.iter().filter(|p| holdout.contains(&p.id)) {
         num_pieces += 1;
-        let inputs: Vec<_> = (0..p.features.len()).map(|t| context_vector(&p.features, t)).collect();
+        let inputs = context_vectors(&p.features);
         for ((v, a), t) in m.predict(&inputs).unwrap().into_iter().zip(0..) {
             pv.push(v);
             pa.push(a);

@@ -496,7 +496,7 @@ fn eval_continuation(args: &[String]) -> Result<()> {
 fn eval_calibration(args: &[String]) -> Result<()> {
     use moodfader_engine::calibration::{ListenerCurve, evaluate_listeners};
     use moodfader_engine::emotion::EMBEDDED_MANIFEST;
-    use moodfader_engine::features::context_vector;
+    use moodfader_engine::features::context_vectors;
 
     let a = parse(args, &["--data", "-o"], &[])?;
     let data = a.value("--data").map(PathBuf::from).unwrap_or_else(data_dir);
@@ -512,7 +512,7 @@ fn eval_calibration(args: &[String]) -> Result<()> {
     let mut model = load_model()?;
     let mut curves = Vec::new();
     for p in pieces.iter().filter(|p| holdout.contains(&p.id)) {
-        let inputs: Vec<_> = (0..p.features.len()).map(|t| context_vector(&p.features, t)).collect();
+        let inputs = context_vectors(&p.features);
         let est = model.predict(&inputs)?;
         let Some(entry) = annotators.as_array().into_iter().flatten().find(|e| e["midi"].as_str() == Some(p.id.as_str())) else { continue };
         for r in entry["raw"].as_array().into_iter().flatten() {
