@@ -10,10 +10,11 @@ use crate::notes::{BarWindow, Note};
 /// Bumped whenever a feature's definition, order or count changes, or the context vector's.
 /// Models record the version they were trained on and the loader refuses a mismatch.
 /// History: 1 first release; 2 bounded look-back ([`MAX_LOOKBACK_NOTES`]) for held notes;
-/// 3 the context vector gains the long mean ([`LongMean`]).
-pub const FEATURE_SPEC_VERSION: u32 = 3;
+/// 3 the context vector gains the long mean ([`LongMean`]); 4 melody and bass register, melodic
+/// motion and leaps, harmonic changes.
+pub const FEATURE_SPEC_VERSION: u32 = 4;
 
-pub const NUM_FEATURES: usize = 14;
+pub const NUM_FEATURES: usize = 19;
 
 /// Feature names, in the order of the feature vector.
 pub const FEATURE_NAMES: [&str; NUM_FEATURES] = [
@@ -31,6 +32,11 @@ pub const FEATURE_NAMES: [&str; NUM_FEATURES] = [
     "dissonance",     // fraction of dissonant intervals among notes sounding together at onsets
     "tempo_bpm",      // quarter notes per minute
     "silent",         // 1 when the bar has no pitched note onset
+    "melody_pitch",   // mean of the highest pitch starting at each onset (the top voice)
+    "bass_pitch",     // mean of the lowest pitch starting at each onset
+    "melodic_motion", // mean signed step of the top voice between onsets, semitones, clamped to ±12
+    "melodic_leap",   // mean size of those steps, semitones, clamped to 12
+    "harmonic_changes", // fraction of onsets whose pitch-class set differs from the onset before
 ];
 
 /// Number of bars (this one included) whose pitch classes decide the key.
@@ -211,6 +217,50 @@ pub fn bar_features(notes: &[Note], w: &BarWindow, key_hist: &[f32; 12]) -> Feat
         i = group_end;
     }
     f[11] = if pairs > 0 { dissonant as f32 / pairs as f32 } else { 0.0 };
+
+    // The top voice and the bass, and how the harmony moves: one pass over the onset groups.
+    let (mut groups, mut top_sum, mut bass_sum) = (0u32, 0.0f32, 0.0f32);
+    let (mut steps, mut motion, mut leap, mut changes) = (0u32, 0.0f32, 0.0f32, 0u32);
+    let (mut prev_top, mut prev_set): (Option<u8>, u16) = (None, 0);
+    let mut i = first;
+    while i < end {
+        let onset = notes[i].onset_s;
+        let (mut top, mut bass, mut set, mut any) = (0u8, 127u8, 0u16, false);
+        while i < end && notes[i].onset_s <= onset + 1e-4 {
+            let n = &notes[i];
+            if !n.is_drum() {
+                top = top.max(n.pitch);
+                bass = bass.min(n.pitch);
+                set |= 1 << (n.pitch % 12);
+                any = true;
+            }
+            i += 1;
+        }
+        if !any {
+            continue;
+        }
+        groups += 1;
+        top_sum += top as f32;
+        bass_sum += bass as f32;
+        if let Some(p) = prev_top {
+            let step = (top as f32 - p as f32).clamp(-12.0, 12.0);
+            steps += 1;
+            motion += step;
+            leap += step.abs();
+            changes += (set != prev_set) as u32;
+        }
+        prev_top = Some(top);
+        prev_set = set;
+    }
+    if groups > 0 {
+        f[14] = top_sum / groups as f32;
+        f[15] = bass_sum / groups as f32;
+    }
+    if steps > 0 {
+        f[16] = motion / steps as f32;
+        f[17] = leap / steps as f32;
+        f[18] = changes as f32 / steps as f32;
+    }
 
     for v in f.iter_mut() {
         if !v.is_finite() {

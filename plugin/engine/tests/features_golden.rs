@@ -66,6 +66,16 @@ fn hand_computed_features() {
     close(f[1][idx("dur_mean_beats")], 0.1, "bar 1 duration");
     close(f[1][idx("polyphony")], 1.0, "bar 1 monophonic");
     close(f[1][idx("pitch_range")], 12.0, "bar 1 range");
+    // The scale twice: top voice = bass = each note; steps +2 +2 +1 +2 +2 +2 +1, -12, and again.
+    close(f[1][idx("melody_pitch")], 530.0 / 8.0, "bar 1 melody");
+    close(f[1][idx("bass_pitch")], 530.0 / 8.0, "bar 1 bass");
+    close(f[1][idx("melodic_motion")], 12.0 / 15.0, "bar 1 motion");
+    close(f[1][idx("melodic_leap")], 36.0 / 15.0, "bar 1 leaps");
+    close(f[1][idx("harmonic_changes")], 14.0 / 15.0, "bar 1 changes (C5 to C4 keeps the pitch class)");
+    // Bar 0: one chord.
+    close(f[0][idx("melody_pitch")], 67.0, "bar 0 melody is the triad's top");
+    close(f[0][idx("bass_pitch")], 60.0, "bar 0 bass");
+    close(f[0][idx("melodic_leap")], 0.0, "bar 0 no steps");
 
     // Bar 2: silence.
     close(f[2][idx("silent")], 1.0, "bar 2 silent");
