@@ -54,6 +54,7 @@ pub struct App {
     gui: Option<GuiContext>,
     /// What the last export did (path written, or why not).
     export_message: String,
+    calibrate: CalibrateState,
 }
 
 pub fn create(params: Arc<MoodfaderParams>, shared: Arc<Shared>) -> Option<EguiEditor<App>> {
@@ -63,7 +64,7 @@ pub fn create(params: Arc<MoodfaderParams>, shared: Arc<Shared>) -> Option<EguiE
         ..Default::default()
     };
     let state = params.editor_state.clone();
-    create_egui_editor(state, RepaintNotifier::new(), settings, App { params, shared, gui: None, export_message: String::new() })
+    create_egui_editor(state, RepaintNotifier::new(), settings, App { params, shared, gui: None, export_message: String::new(), calibrate: CalibrateState::default() })
 }
 
 impl NiceEguiApp for App {
@@ -100,7 +101,29 @@ impl App {
         });
         ui.add_space(6.0);
         ui.horizontal_top(|ui| {
-            pad(ui, &self.params, &self.shared, setter);
+            ui.vertical(|ui| {
+                pad(ui, &self.params, &self.shared, setter, &mut self.calibrate);
+                ui.horizontal(|ui| {
+                    if ui.selectable_label(self.calibrate.on, "Calibrate").on_hover_text("tell the estimator how the music feels to you: drag the pad while this is on").clicked() {
+                        self.calibrate.on = !self.calibrate.on;
+                        self.calibrate.felt = None;
+                    }
+                    let n = self.params.calibration_points.read().map(|p| p.len()).unwrap_or(0);
+                    if n > 0 {
+                        if ui.button("Reset").clicked() {
+                            if let Ok(mut p) = self.params.calibration_points.write() {
+                                p.clear();
+                            }
+                            self.shared.set_calibration(&moodfader_engine::calibration::Calibration::default());
+                        }
+                        let c = self.shared.calibration();
+                        ui.label(egui::RichText::new(format!(
+                            "calibrated on {n} point{}: V {:+.2}{:+.2}·v, A {:+.2}{:+.2}·a",
+                            if n == 1 { "" } else { "s" }, c.valence.0, c.valence.1 - 1.0, c.arousal.0, c.arousal.1 - 1.0
+                        )).size(10.0).color(palette::MUTED));
+                    }
+                });
+            });
             ui.add_space(16.0);
             ui.vertical(|ui| {
                 faders(ui, &self.params, setter);
@@ -123,7 +146,30 @@ impl App {
     }
 }
 
-fn pad(ui: &mut egui::Ui, params: &MoodfaderParams, shared: &Shared, setter: &ParamSetter) {
+/// The calibrate gesture's state (panel only).
+#[derive(Default)]
+pub struct CalibrateState {
+    /// While on, a drag on the pad says "this is how it feels to me now" instead of moving the
+    /// target.
+    pub on: bool,
+    /// Where the listener is pointing during the drag.
+    pub felt: Option<(f32, f32)>,
+}
+
+/// Adds one calibration point (the raw live estimate now, and how it feels) and puts the fitted
+/// calibration in force. GUI thread.
+pub fn add_calibration_point(params: &MoodfaderParams, shared: &Shared, felt: (f32, f32)) -> usize {
+    let raw = (shared.raw_valence.load(Ordering::Relaxed), shared.raw_arousal.load(Ordering::Relaxed));
+    let mut points = params.calibration_points.write().unwrap_or_else(|e| e.into_inner());
+    points.push([raw.0, raw.1, felt.0, felt.1]);
+    // The last 64 points are plenty; older ones go.
+    let excess = points.len().saturating_sub(64);
+    points.drain(..excess);
+    shared.set_calibration(&crate::fit_calibration(&points));
+    points.len()
+}
+
+fn pad(ui: &mut egui::Ui, params: &MoodfaderParams, shared: &Shared, setter: &ParamSetter, cal: &mut CalibrateState) {
     let side = (ui.available_height() - 56.0).min(ui.available_width() - 440.0).clamp(200.0, 420.0);
     let (rect, response) = ui.allocate_exact_size(Vec2::splat(side), Sense::click_and_drag());
     let painter = ui.painter_at(rect);
@@ -154,8 +200,25 @@ fn pad(ui: &mut egui::Ui, params: &MoodfaderParams, shared: &Shared, setter: &Pa
         painter.circle_stroke(p, 8.0 + (1.0 - conf) * side * 0.15, Stroke::new(1.0, palette::ESTIMATE.gamma_multiply(0.6)));
         painter.circle_filled(p, 7.0, palette::ESTIMATE);
     }
-    // The target, dragged with a begin/set/end gesture on both target parameters.
     let target = va_to_pad(rect, params.target_valence.value(), params.target_arousal.value());
+    if cal.on {
+        // Calibrating: the drag marks how the music feels; on release it becomes a point.
+        if let Some(pos) = response.interact_pointer_pos().filter(|_| response.dragged() || response.clicked() || response.drag_started()) {
+            cal.felt = Some(pad_to_va(rect, pos));
+        }
+        if (response.drag_stopped() || response.clicked())
+            && let Some(felt) = cal.felt.take()
+        {
+            add_calibration_point(params, shared, felt);
+        }
+        if let Some((v, a)) = cal.felt {
+            painter.circle_stroke(va_to_pad(rect, v, a), 9.0, Stroke::new(2.0, palette::TEXT));
+        }
+        painter.text(rect.left_bottom() + Vec2::new(8.0, -8.0), Align2::LEFT_BOTTOM, "calibrating: drag to where the music feels to you", FontId::proportional(11.0), palette::TEXT);
+        painter.circle_stroke(target, 9.0, Stroke::new(1.0, palette::TARGET.gamma_multiply(0.5)));
+        return;
+    }
+    // The target, dragged with a begin/set/end gesture on both target parameters.
     if response.drag_started() || response.clicked() {
         setter.begin_set_parameter(&params.target_valence);
         setter.begin_set_parameter(&params.target_arousal);
@@ -389,6 +452,29 @@ fn status_line(ui: &mut egui::Ui, shared: &Shared) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn calibrate_gesture_fits_applies_and_is_saved() {
+        let params = MoodfaderParams::default();
+        let shared = Shared::default();
+        shared.publish_estimate(0.4, 0.2, 1.0);
+        assert_eq!(shared.valence.load(Ordering::Relaxed), 0.4);
+        // The listener drags the dot: to them this feels sad, not bright.
+        assert_eq!(add_calibration_point(&params, &shared, (-0.3, 0.2)), 1);
+        shared.publish_estimate(0.4, 0.2, 1.0);
+        let v = shared.valence.load(Ordering::Relaxed);
+        assert!(v < 0.4 && v > -0.3, "one point moves the reading part of the way: {v}");
+        assert_eq!(shared.raw_valence.load(Ordering::Relaxed), 0.4, "the raw value is kept for later fits");
+        for _ in 0..8 {
+            add_calibration_point(&params, &shared, (-0.3, 0.2));
+        }
+        shared.publish_estimate(0.4, 0.2, 1.0);
+        assert!((shared.valence.load(Ordering::Relaxed) + 0.3).abs() < 0.15);
+        // Saved with the project: the points are a persistent field, and refit on load.
+        let saved = params.calibration_points.read().unwrap().clone();
+        assert_eq!(saved.len(), 9);
+        assert_eq!(crate::fit_calibration(&saved), shared.calibration());
+    }
 
     #[test]
     fn pad_mapping_round_trips_and_clamps() {

@@ -31,6 +31,13 @@ static EMBEDDED_ORT_LIB: &[u8] = include_bytes!(concat!(env!("MOODFADER_PAYLOAD_
 static EMBEDDED_BASIC_PITCH: &[u8] = include_bytes!(concat!(env!("MOODFADER_PAYLOAD_DIR"), "/nmp.onnx"));
 
 /// The ONNX Runtime library carried by this binary, if it was bundled with one.
+/// The calibration fitted on saved points, each (estimate V, estimate A, felt V, felt A).
+pub fn fit_calibration(points: &[[f32; 4]]) -> moodfader_engine::calibration::Calibration {
+    let est: Vec<(f32, f32)> = points.iter().map(|p| (p[0], p[1])).collect();
+    let felt: Vec<(f32, f32)> = points.iter().map(|p| (p[2], p[3])).collect();
+    moodfader_engine::calibration::Calibration::fit(&est, &felt)
+}
+
 /// The demo primer (our own material), built in so the command line and tests need no files.
 pub const DEMO_MID: &[u8] = include_bytes!("../../assets/demo.mid");
 
@@ -127,6 +134,9 @@ impl Plugin for Moodfader {
         if let Some(mut w) = self.worker.take() {
             w.stop();
         }
+        // The listener's calibration saved with the project.
+        let points = self.params.calibration_points.read().map(|p| p.clone()).unwrap_or_default();
+        self.shared.set_calibration(&fit_calibration(&points));
         let (audio_ends, worker_ends) = bridge::queues();
         self.audio = Some(AudioSide::new(audio_ends, self.shared.clone(), buffer_config.sample_rate as f64));
         self.out_events = Vec::with_capacity(MAX_OUT_EVENTS_PER_BLOCK);

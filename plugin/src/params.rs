@@ -122,6 +122,10 @@ fn signed(v: f32) -> String {
 pub struct MoodfaderParams {
     /// Panel size and zoom (nice-plug-egui 0.6 cannot persist it yet).
     pub editor_state: Arc<EguiEditorState>,
+    /// The listener's calibration points, each (estimate valence, estimate arousal, felt valence,
+    /// felt arousal): saved with the project, fitted again on load.
+    #[persist = "calibration"]
+    pub calibration_points: std::sync::RwLock<Vec<[f32; 4]>>,
 
     #[id = "tgt_val"]
     pub target_valence: FloatParam,
@@ -170,6 +174,7 @@ pub struct MoodfaderParams {
 impl Default for MoodfaderParams {
     fn default() -> Self {
         Self {
+            calibration_points: std::sync::RwLock::new(Vec::new()),
             editor_state: EguiEditorState::from_size(
                 nice_plug::editor::dpi::LogicalSize::new(EDITOR_WIDTH as f64, EDITOR_HEIGHT as f64),
                 1.0,

@@ -167,6 +167,13 @@ pub struct Shared {
     pub arousal: AtomicF32,
     /// How much the estimate has to go on, in [0, 1] (0: nothing heard yet).
     pub confidence: AtomicF32,
+    /// The smoothed live value before the listener's calibration (what a calibration is fit on).
+    pub raw_valence: AtomicF32,
+    pub raw_arousal: AtomicF32,
+    /// The listener's personal calibration (see `calibration.rs`): valence offset and scale,
+    /// arousal offset and scale. Written by the panel (and on activation from the saved state);
+    /// the worker applies it to everything it publishes.
+    pub calibration: [AtomicF32; 4],
     /// Increments on every estimate the worker publishes.
     pub num_estimates: AtomicU64,
     /// Cost of the last estimator update in microseconds.
@@ -250,6 +257,9 @@ impl Default for Shared {
             valence: AtomicF32::new(0.0),
             arousal: AtomicF32::new(0.0),
             confidence: AtomicF32::new(0.0),
+            raw_valence: AtomicF32::new(0.0),
+            raw_arousal: AtomicF32::new(0.0),
+            calibration: [AtomicF32::new(0.0), AtomicF32::new(1.0), AtomicF32::new(0.0), AtomicF32::new(1.0)],
             num_estimates: AtomicU64::new(0),
             update_us: AtomicF32::new(0.0),
             status: AtomicU8::new(WorkerStatus::Stopped as u8),
@@ -295,16 +305,34 @@ impl Shared {
         self.status_text.lock().map(|t| t.clone()).unwrap_or_default()
     }
 
-    /// Worker only: publishes a new smoothed estimate.
+    /// The listener's calibration now in force.
+    pub fn calibration(&self) -> crate::calibration::Calibration {
+        let c = |i: usize| self.calibration[i].load(Ordering::Relaxed);
+        crate::calibration::Calibration { valence: (c(0), c(1)), arousal: (c(2), c(3)) }
+    }
+
+    /// Panel / activation: puts a calibration in force.
+    pub fn set_calibration(&self, cal: &crate::calibration::Calibration) {
+        for (i, v) in [cal.valence.0, cal.valence.1, cal.arousal.0, cal.arousal.1].into_iter().enumerate() {
+            self.calibration[i].store(if v.is_finite() { v } else if i % 2 == 0 { 0.0 } else { 1.0 }, Ordering::Relaxed);
+        }
+    }
+
+    /// Worker only: publishes a new smoothed estimate (before calibration; the listener's
+    /// calibration is applied here).
     pub fn publish_estimate(&self, valence: f32, arousal: f32, confidence: f32) {
+        self.raw_valence.store(valence, Ordering::Relaxed);
+        self.raw_arousal.store(arousal, Ordering::Relaxed);
+        let (valence, arousal) = self.calibration().apply((valence, arousal));
         self.valence.store(valence, Ordering::Relaxed);
         self.arousal.store(arousal, Ordering::Relaxed);
         self.confidence.store(confidence, Ordering::Relaxed);
         self.num_estimates.fetch_add(1, Ordering::Release);
     }
 
-    /// Worker only: appends a per-bar estimate to the trail.
+    /// Worker only: appends a per-bar estimate (before calibration) to the trail.
     pub fn push_trail(&self, valence: f32, arousal: f32) {
+        let (valence, arousal) = self.calibration().apply((valence, arousal));
         let head = self.trail_head.load(Ordering::Relaxed) as usize % TRAIL_LEN;
         self.trail_valence[head].store(valence, Ordering::Relaxed);
         self.trail_arousal[head].store(arousal, Ordering::Relaxed);
