@@ -503,6 +503,13 @@ pub fn merge_continuation_metrics(rt: &runtime::Runtime, models: &Path) -> Resul
         eval.arg("eval-continuation").arg("-o").arg(&out);
         if quick {
             eval.arg("--quick");
+        } else {
+            let data = data_dir(models.parent().unwrap_or(models), std::env::var_os(DATA_ENV));
+            if data.is_dir() {
+                eval.arg("--heldout").arg(data);
+            } else {
+                eprintln!("[xtask] WARNING: no data at {}: the full eval runs without held-out primers", data.display());
+            }
         }
         eval.env(ORT_DYLIB_ENV, &rt.ort_lib).env("MOODFADER_MODEL_DIR", models);
         workspace::run(&format!("moodfader eval-continuation ({name})"), &mut eval)?;

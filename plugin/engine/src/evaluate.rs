@@ -43,6 +43,30 @@ pub fn demo_primers(demo: &crate::midifile::Piece) -> Vec<Primer> {
     out
 }
 
+/// Primers the continuation model never saw: the first `bars` bars of `n` pieces of the token
+/// export's validation split (every 10th piece of [`crate::export::continuation_corpus`] in path
+/// order), spread evenly over it.
+pub fn heldout_primers(data: &std::path::Path, n: usize, bars: usize) -> Vec<Primer> {
+    let files = crate::export::continuation_corpus(data);
+    let valid: Vec<_> = files.iter().enumerate().filter(|(i, _)| i % 10 == 0).map(|(_, p)| p.clone()).collect();
+    let step = (valid.len() / n.max(1)).max(1);
+    valid
+        .iter()
+        .step_by(step)
+        .filter_map(|path| {
+            let piece = crate::midifile::read_midi_file(path).ok()?;
+            // Skip a silent opening: start at the first bar with notes.
+            let first = piece.bars.iter().position(|b| piece.notes.iter().any(|n| !n.is_drum() && n.onset_beats >= b.start_beats && n.onset_beats < b.start_beats + b.len_beats))?;
+            let bars_v: Vec<BarWindow> = piece.bars.iter().skip(first).take(bars).copied().collect();
+            let (s, last) = (bars_v.first()?.start_beats, bars_v.last()?);
+            let e = last.start_beats + last.len_beats;
+            let notes = piece.notes.iter().filter(|n| n.onset_beats >= s && n.onset_beats < e).copied().collect();
+            Some(Primer { name: path.strip_prefix(data).unwrap_or(path).display().to_string(), notes, bars: bars_v })
+        })
+        .take(n)
+        .collect()
+}
+
 /// The size of the evaluation grid.
 #[derive(Debug, Clone, Copy)]
 pub struct EvalConfig {

@@ -51,9 +51,10 @@ USAGE:
     moodfader export-tokens [--data DIR] [--transpose LIST] -o OUT.jsonl
         Write token sequences of POP909 and VGMIDI for training the continuation model, with
         per-bar attribute levels; LIST is comma-separated semitones (default 0).
-    moodfader eval-continuation [--quick] [--primer FILE.mid] [-o OUT.json]
+    moodfader eval-continuation [--quick] [--primer FILE.mid] [--heldout DATA] [-o OUT.json]
         Measure how the continuation model obeys its faders and targets (default primers: the
-        built-in demo's three moods and the whole demo).
+        built-in demo's three moods and the whole demo; --heldout adds 8-bar openings of six
+        pieces of the validation split, which the model never saw).
     moodfader eval-calibration [--data DIR] [-o OUT.json]
         What personal calibration buys on VGMIDI's individual listener curves (held-out pieces).
     moodfader --help | --version
@@ -463,7 +464,7 @@ fn eval_continuation(args: &[String]) -> Result<()> {
     use moodfader_engine::continuation::ContinuationModel;
     use moodfader_engine::evaluate::{EvalConfig, Primer, demo_primers, evaluate};
 
-    let a = parse(args, &["-o", "--primer"], &["--quick"])?;
+    let a = parse(args, &["-o", "--primer", "--heldout"], &["--quick"])?;
     let primers = match a.value("--primer") {
         Some(p) => {
             let piece = read_midi_file(Path::new(p))?;
@@ -475,7 +476,27 @@ fn eval_continuation(args: &[String]) -> Result<()> {
     let mut model = ContinuationModel::load_default()?;
     let cfg = if a.has("--quick") { EvalConfig::QUICK } else { EvalConfig::FULL };
     let report = evaluate(&mut model, &mut emotion, &primers, cfg)?;
-    let json = serde_json::to_string_pretty(&report)?;
+    // Also on pieces the model never saw (the validation split), when the data is given.
+    let heldout = match a.value("--heldout") {
+        Some(dir) => {
+            let primers = moodfader_engine::evaluate::heldout_primers(Path::new(dir), 6, 8);
+            if primers.is_empty() {
+                bail!("{dir}: no POP909 or VGMIDI pieces found for held-out primers");
+            }
+            let r = evaluate(&mut model, &mut emotion, &primers, EvalConfig { seeds: 1, ..cfg })?;
+            eprintln!(
+                "held-out primers ({}): linearity R2 (mean) {:.3}, consistency (mean) {:.3}, emotion quadrant accuracy {:.3} ({} trials), in key {:.3}, notes past end {}",
+                primers.len(), r.mean_linearity_r2, r.mean_consistency, r.emotion_quadrant_accuracy, r.emotion_trials, r.in_key_fraction, r.notes_past_end
+            );
+            Some(r)
+        }
+        None => None,
+    };
+    let mut value = serde_json::to_value(&report)?;
+    if let Some(h) = heldout {
+        value["heldout_primers"] = serde_json::to_value(&h)?;
+    }
+    let json = serde_json::to_string_pretty(&value)?;
     match a.value("-o") {
         Some(out) => write_atomically(Path::new(out), json.as_bytes())?,
         None => println!("{json}"),
