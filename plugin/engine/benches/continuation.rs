@@ -18,6 +18,8 @@ const DEMO: &[u8] = include_bytes!("../../../assets/demo.mid");
 fn bench_continuation(c: &mut Criterion) {
     ensure_runtime(None).expect("ONNX Runtime (run `cargo xtask setup`)");
     let mut model = ContinuationModel::load_default().expect("continuation model");
+    // Both models loaded, as in a plugin instance (the memory budget counts them).
+    let _emotion = moodfader_engine::emotion::EmotionModel::load_default().expect("emotion model");
     let piece = parse_midi(DEMO).expect("demo");
     let n = piece.bars.len();
     let (bars, notes) = (&piece.bars[n - 8..], &piece.notes[..]);
@@ -67,6 +69,17 @@ fn bench_continuation(c: &mut Criterion) {
             "{{\"first_bar_p50_ms\": {f50:.3}, \"first_bar_p99_ms\": {f99:.3}, \"eight_bars_p50_ms\": {e50:.3}, \"eight_bars_p99_ms\": {e99:.3}, \"tokens_per_s\": {tps:.1}, \"runs\": {runs}}}"
         ),
     );
+    // Peak resident memory of this process: ONNX Runtime, both models, 16-bar continuations.
+    for seed in 0..4 {
+        let _ = run(16, 500 + seed);
+    }
+    let peak_kb = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok()));
+    if let Some(kb) = peak_kb {
+        println!("peak resident memory with ONNX Runtime and both models: {:.1} MB (budget 200 MB per instance)", kb as f64 / 1024.0);
+        let _ = std::fs::write(dir.join("memory.json"), format!("{{\"peak_rss_mb\": {:.1}}}", kb as f64 / 1024.0));
+    }
     let mut seed = 1000;
     let mut g = c.benchmark_group("continuation");
     g.sample_size(10);
