@@ -284,7 +284,32 @@ fn faders(ui: &mut egui::Ui, params: &MoodfaderParams, setter: &ParamSetter) {
     });
 }
 
+/// Applies a factory preset through the host (begin/set/end on every parameter it touches).
+pub fn apply_preset(params: &MoodfaderParams, setter: &ParamSetter, p: &crate::params::Preset) {
+    fn set<P: Param>(setter: &ParamSetter, param: &P, v: P::Plain) {
+        setter.begin_set_parameter(param);
+        setter.set_parameter(param, v);
+        setter.end_set_parameter(param);
+    }
+    set(setter, &params.target_valence, p.target_valence);
+    set(setter, &params.target_arousal, p.target_arousal);
+    set(setter, &params.steer, p.steer);
+    set(setter, &params.trigger, p.trigger);
+    set(setter, &params.continuation, true);
+    for a in Attribute::ALL {
+        set(setter, &params.attributes.get(a).auto, true);
+    }
+}
+
 fn continuation_controls(ui: &mut egui::Ui, params: &MoodfaderParams, setter: &ParamSetter) {
+    ui.horizontal(|ui| {
+        ui.label(egui::RichText::new("Presets").color(palette::MUTED));
+        for p in crate::params::PRESETS.iter() {
+            if ui.small_button(p.name).on_hover_text(p.what).clicked() {
+                apply_preset(params, setter, p);
+            }
+        }
+    });
     ui.label(egui::RichText::new("Continuation").color(palette::MUTED));
     ui.horizontal(|ui| {
         toggle(ui, setter, &params.continuation);
@@ -474,6 +499,17 @@ mod tests {
         let saved = params.calibration_points.read().unwrap().clone();
         assert_eq!(saved.len(), 9);
         assert_eq!(crate::fit_calibration(&saved), shared.calibration());
+    }
+
+    #[test]
+    fn presets_say_what_their_names_say() {
+        let by = |n: &str| *crate::params::PRESETS.iter().find(|p| p.name == n).unwrap();
+        for p in crate::params::PRESETS {
+            assert!((-1.0..=1.0).contains(&p.target_valence) && (-1.0..=1.0).contains(&p.target_arousal) && (0.0..=1.0).contains(&p.steer));
+        }
+        assert!(by("Brighten").target_valence > 0.5 && by("Darken").target_valence < -0.5);
+        assert!(by("Calm down").target_arousal < -0.5 && by("Build up").target_arousal > 0.5);
+        assert!(by("Follow me").steer == 0.0 && by("Follow me").trigger == crate::params::TriggerMode::Follow);
     }
 
     #[test]

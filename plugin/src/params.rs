@@ -222,3 +222,23 @@ impl Default for MoodfaderParams {
         }
     }
 }
+
+/// A factory preset: the mood controls it sets (everything else is left as it is).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Preset {
+    pub name: &'static str,
+    pub what: &'static str,
+    pub target_valence: f32,
+    pub target_arousal: f32,
+    pub steer: f32,
+    pub trigger: TriggerMode,
+}
+
+/// The factory presets a producer reaches for: all faders on auto, continuation on.
+pub const PRESETS: [Preset; 5] = [
+    Preset { name: "Brighten", what: "same energy, happier", target_valence: 0.7, target_arousal: 0.2, steer: 0.7, trigger: TriggerMode::OnDemand },
+    Preset { name: "Darken", what: "same energy, sadder and tenser", target_valence: -0.7, target_arousal: 0.1, steer: 0.7, trigger: TriggerMode::OnDemand },
+    Preset { name: "Calm down", what: "softer, sparser, slower-feeling", target_valence: 0.3, target_arousal: -0.8, steer: 0.8, trigger: TriggerMode::OnDemand },
+    Preset { name: "Build up", what: "louder, denser, more driving", target_valence: 0.3, target_arousal: 0.9, steer: 0.8, trigger: TriggerMode::OnDemand },
+    Preset { name: "Follow me", what: "keeps playing along as heard", target_valence: 0.0, target_arousal: 0.0, steer: 0.0, trigger: TriggerMode::Follow },
+];
