@@ -122,3 +122,33 @@ fn analyze_a_folder_reports_every_file_and_the_bad_ones() {
     let text = std::fs::read_to_string(&csv).unwrap();
     assert_eq!(text.lines().count(), 1 + 2 * 24, "header and 24 bars of each good file");
 }
+
+/// The demo's four quadrant continuations (as `cargo xtask demo` makes them): non-silent, and the
+/// energetic ones (excited, tense) denser and louder than the quiet ones (sad, calm), the way the
+/// density and dynamics faders say.
+#[test]
+fn quadrant_continuations_differ_the_way_the_faders_say() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut stats = Vec::new();
+    for (name, v, a) in [("excited", 0.7, 0.7), ("tense", -0.7, 0.7), ("sad", -0.7, -0.7), ("calm", 0.7, -0.7)] {
+        let (mid, wav) = (dir.path().join(format!("{name}.mid")), dir.path().join(format!("{name}.wav")));
+        let o = run(&[
+            "continue", DEMO, "--bars", "8", "--seed", "1", &format!("--valence={v}"), &format!("--arousal={a}"),
+            "-o", mid.to_str().unwrap(), "--wav", wav.to_str().unwrap(),
+        ]);
+        assert!(o.status.success(), "{name}: {}", stderr(&o));
+        let notes = parse_midi(&std::fs::read(&mid).unwrap()).unwrap().notes.len();
+        let w = std::fs::read(&wav).unwrap();
+        let samples: Vec<f64> = w[44..].chunks_exact(2).map(|c| i16::from_le_bytes([c[0], c[1]]) as f64 / 32768.0).collect();
+        let rms = (samples.iter().map(|x| x * x).sum::<f64>() / samples.len().max(1) as f64).sqrt();
+        assert!(notes > 0 && rms > 0.003, "{name}: {notes} notes, RMS {rms}: silent");
+        eprintln!("{name}: {notes} notes, RMS {rms:.4}");
+        stats.push((a, notes as f64, rms));
+    }
+    let mean = |up: bool, k: usize| {
+        let v: Vec<f64> = stats.iter().filter(|s| (s.0 > 0.0) == up).map(|s| if k == 0 { s.1 } else { s.2 }).collect();
+        v.iter().sum::<f64>() / v.len() as f64
+    };
+    assert!(mean(true, 0) > 1.2 * mean(false, 0), "energetic continuations are denser: {stats:?}");
+    assert!(mean(true, 1) > 1.2 * mean(false, 1), "energetic continuations are louder: {stats:?}");
+}
