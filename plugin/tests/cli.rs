@@ -152,3 +152,51 @@ fn quadrant_continuations_differ_the_way_the_faders_say() {
     assert!(mean(true, 0) > 1.2 * mean(false, 0), "energetic continuations are denser: {stats:?}");
     assert!(mean(true, 1) > 1.2 * mean(false, 1), "energetic continuations are louder: {stats:?}");
 }
+
+#[test]
+fn render_transcribe_and_analyze_audio() {
+    let dir = tempfile::tempdir().unwrap();
+    let (wav, mid, csv) = (dir.path().join("demo.wav"), dir.path().join("demo.mid"), dir.path().join("demo.csv"));
+    let o = run(&["render", DEMO, "-o", wav.to_str().unwrap(), "--rate", "48000"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = run(&["transcribe", wav.to_str().unwrap(), "-o", mid.to_str().unwrap(), "--csv", csv.to_str().unwrap(), "--tempo", "80"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let heard = parse_midi(&std::fs::read(&mid).unwrap()).expect("OUT.mid parses");
+    let source = parse_midi(&std::fs::read(DEMO).unwrap()).unwrap();
+    // The demo starts at 80 BPM (then 112 and 150): with --tempo 80 its first bars line up.
+    assert!(heard.notes.len() * 10 >= source.notes.len() * 8, "{} notes heard of {}", heard.notes.len(), source.notes.len());
+    let first = heard.notes.iter().map(|n| n.onset_beats).fold(f64::MAX, f64::min);
+    assert!(first < 0.1, "first onset at beat {first}");
+    let rows = std::fs::read_to_string(&csv).unwrap();
+    assert_eq!(rows.lines().count(), heard.notes.len() + 1);
+    let o = run(&["analyze", wav.to_str().unwrap(), "--json", "--tempo", "80"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("stdout is JSON");
+    let bars = v["bars"].as_array().unwrap();
+    // 54 s of audio in 3-second bars (a WAV has no tempo map: 4/4 at --tempo throughout).
+    assert!((17..=19).contains(&bars.len()), "{} bars", bars.len());
+    // Calm at the start, excited at the end, as from the MIDI file.
+    let a = |i: usize| bars[i]["arousal"].as_f64().unwrap();
+    // Measured: -0.37 -> -0.08 (from the MIDI file itself: -0.59 -> +0.4; bars at one tempo blur it).
+    assert!(a(bars.len() - 2) > a(1) + 0.2, "arousal {} -> {}", a(1), a(bars.len() - 2));
+}
+
+#[test]
+fn bad_audio_is_one_line_and_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.mid");
+    let junk = dir.path().join("junk.wav");
+    std::fs::write(&junk, b"RIFF\x10\x00\x00\x00WAVEnope").unwrap();
+    for input in [junk.to_str().unwrap(), "/no/such/file.wav", DEMO] {
+        let o = run(&["transcribe", input, "-o", out.to_str().unwrap()]);
+        assert_eq!(o.status.code(), Some(2), "{input}");
+        let e = stderr(&o);
+        assert_eq!(e.trim().lines().count(), 1, "{e}");
+        assert!(e.contains(input), "{e}");
+        assert!(!out.exists());
+    }
+    let o = run(&["analyze", junk.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    let o = run(&["transcribe", junk.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2), "no -o is a usage error");
+}

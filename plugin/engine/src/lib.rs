@@ -27,6 +27,8 @@ pub mod runtime;
 pub mod steering;
 pub mod synth;
 pub mod tokens;
+pub mod transcribe;
+pub mod wav;
 pub mod worker;
 
 pub use attributes::Attribute;

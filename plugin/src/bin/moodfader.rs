@@ -4,6 +4,8 @@
 //! moodfader analyze INPUT.mid [--json] [--csv FILE] [--plot FILE.png]
 //! moodfader continue PRIMER.mid --bars N [--valence V] [--arousal A] [--ATTRIBUTE X ...]
 //!                    [--steer S] [--temperature T] [--seed S] -o OUT.mid [--wav OUT.wav]
+//! moodfader transcribe INPUT.wav -o OUT.mid [--tempo BPM] [--csv FILE]
+//! moodfader render INPUT.mid -o OUT.wav [--rate HZ]
 //! moodfader export-features [--data DIR] -o OUT.csv
 //! moodfader export-tokens [--data DIR] [--transpose LIST] -o OUT.jsonl
 //! ```
@@ -18,17 +20,21 @@ use anyhow::{Context, Result, anyhow, bail};
 use moodfader_engine::analyze::{Analysis, analyze_piece};
 use moodfader_engine::emotion::EmotionModel;
 use moodfader_engine::export::{data_dir, export_tokens as write_tokens, export_vgmidi, write_atomically};
-use moodfader_engine::midifile::read_midi_file;
+use moodfader_engine::compose::notes_to_smf;
+use moodfader_engine::midifile::{parse_midi, read_midi_file};
+use moodfader_engine::transcribe::{BasicPitch, NoteParams, TranscribedNote, transcribe_offline};
+use moodfader_engine::wav::read_wav;
 use moodfader_engine::runtime::ensure_runtime;
 
 const USAGE: &str = "\
 moodfader — hears the mood of music (valence and arousal, each in [-1, 1])
 
 USAGE:
-    moodfader analyze INPUT.mid|FOLDER [--json] [--csv FILE] [--plot FILE.png]
-        Per-bar valence/arousal following the file's meter, and an overall value. A FOLDER is
-        analysed file by file (a progress bar on a terminal; one row per file, or every curve
-        with --json / --csv).
+    moodfader analyze INPUT.mid|INPUT.wav|FOLDER [--json] [--csv FILE] [--plot FILE.png]
+        Per-bar valence/arousal following the file's meter, and an overall value. A WAV file is
+        transcribed first (as `transcribe` does; bars of 4/4 at --tempo BPM, default 120). A
+        FOLDER is analysed file by file (a progress bar on a terminal; one row per file, or every
+        curve with --json / --csv).
         --json       print {\"bars\":[{\"bar\",\"start_s\",\"valence\",\"arousal\"}...],\"overall\":{...}}
         --csv FILE   also write the per-bar curve as CSV
         --plot FILE  also draw the curves on bands coloured by quadrant, as PNG
@@ -45,6 +51,15 @@ USAGE:
         primer's end, so it lines up when placed where the primer starts. --wav renders the
         continuation (from its first bar) with the preview voice, 44.1 kHz mono.
         --temperature T  sampling temperature (default 1.0); --seed S  (default 1)
+    moodfader transcribe INPUT.wav -o OUT.mid [--tempo BPM] [--csv FILE]
+        Audio to notes with Basic Pitch (the basic-pitch 0.4.0 model and its post-processing:
+        onset 0.5, frame 0.3, notes of at least 127.7 ms). WAV at any rate from 8 to 384 kHz,
+        any channel count, 8/16/24/32-bit PCM or 32-bit float. OUT.mid is written at --tempo BPM
+        (default 120, like basic-pitch) in 4/4; --csv also lists the notes
+        (start_s,end_s,pitch,velocity).
+    moodfader render INPUT.mid -o OUT.wav [--rate HZ]
+        Play a MIDI file with the built-in voice into a mono 16-bit WAV (default 44100 Hz):
+        test audio for the transcriber.
     moodfader export-features [--data DIR] -o OUT.csv
         Write the per-bar features of the labelled VGMIDI pieces for training
         (DIR defaults to $MOODFADER_DATA, else ../shared/data).
@@ -63,8 +78,7 @@ ENVIRONMENT:
     MOODFADER_ORT_DYLIB   path of libonnxruntime.so.1.31.1 (else the bundled or `cargo xtask setup` copy)
     MOODFADER_MODEL_DIR   folder with emotion_va.onnx/.json and continuation.onnx/.json
                           (else the built-in models)
-
-Not in this version yet: `transcribe`, WAV input.";
+    MOODFADER_BASIC_PITCH path of Basic Pitch's nmp.onnx (else the bundled or `cargo xtask setup` copy)";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -112,7 +126,8 @@ fn run(args: &[String]) -> Result<()> {
         "continue" => continue_cmd(rest),
         "eval-continuation" => eval_continuation(rest),
         "eval-calibration" => eval_calibration(rest),
-        "transcribe" => bail!("{cmd}: not available in this version"),
+        "transcribe" => transcribe_cmd(rest),
+        "render" => render_cmd(rest),
         other => Err(usage(format!("unknown command '{other}'"))),
     }
 }
@@ -160,7 +175,7 @@ fn load_model() -> Result<EmotionModel> {
 }
 
 fn analyze(args: &[String]) -> Result<()> {
-    let a = parse(args, &["--csv", "--plot", "--calibrate"], &["--json"])?;
+    let a = parse(args, &["--csv", "--plot", "--calibrate", "--tempo"], &["--json"])?;
     let [input] = a.positional.as_slice() else {
         return Err(usage("analyze takes exactly one INPUT file"));
     };
@@ -172,12 +187,16 @@ fn analyze(args: &[String]) -> Result<()> {
         return analyze_folder(path, a.value("--csv"), a.has("--json"));
     }
     let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
-    match ext.as_str() {
-        "mid" | "midi" | "smf" => {}
-        "wav" => bail!("{}: audio input needs the transcriber, not available in this version", path.display()),
-        _ => bail!("{}: unsupported file type (expected .mid)", path.display()),
-    }
-    let piece = read_midi_file(path)?;
+    let piece = match ext.as_str() {
+        "mid" | "midi" | "smf" => read_midi_file(path)?,
+        "wav" | "wave" => {
+            let tempo = parse_tempo(&a)?;
+            let notes = transcribe_file(path)?;
+            let smf = transcription_smf(&notes, tempo);
+            parse_midi(&smf).with_context(|| format!("{}: transcription", path.display()))?
+        }
+        _ => bail!("{}: unsupported file type (expected .mid or .wav)", path.display()),
+    };
     if piece.bars.is_empty() {
         bail!("{}: no notes to analyse", path.display());
     }
@@ -203,6 +222,67 @@ fn analyze(args: &[String]) -> Result<()> {
         println!("overall        {:>+7.3}  {:>+7.3}", analysis.overall.valence, analysis.overall.arousal);
     }
     Ok(())
+}
+
+fn parse_tempo(a: &Args) -> Result<f64> {
+    match a.value("--tempo") {
+        None => Ok(120.0),
+        Some(v) => v
+            .parse::<f64>()
+            .ok()
+            .filter(|t| t.is_finite() && (20.0..=400.0).contains(t))
+            .ok_or_else(|| usage(format!("--tempo: '{v}' is not a tempo in 20..=400 BPM"))),
+    }
+}
+
+/// Transcribes a WAV file with Basic Pitch (the reference's settings).
+fn transcribe_file(path: &Path) -> Result<Vec<TranscribedNote>> {
+    let audio = read_wav(path)?;
+    ensure_runtime(moodfader::embedded_runtime())?;
+    let mut model = BasicPitch::load_default(moodfader::embedded_runtime())?;
+    transcribe_offline(&mut model, &audio.samples, audio.sample_rate_hz, &NoteParams::default())
+        .with_context(|| format!("{}: transcription failed", path.display()))
+}
+
+/// The transcription as a Standard MIDI File at `tempo_bpm` in 4/4.
+fn transcription_smf(notes: &[TranscribedNote], tempo_bpm: f64) -> Vec<u8> {
+    let notes: Vec<_> = notes.iter().map(|n| n.to_note(tempo_bpm)).collect();
+    notes_to_smf(&notes, tempo_bpm, (4, 4))
+}
+
+fn transcribe_cmd(args: &[String]) -> Result<()> {
+    let a = parse(args, &["-o", "--tempo", "--csv"], &[])?;
+    let [input] = a.positional.as_slice() else {
+        return Err(usage("transcribe takes exactly one INPUT.wav"));
+    };
+    let out = a.value("-o").ok_or_else(|| usage("transcribe needs -o OUT.mid"))?;
+    let tempo = parse_tempo(&a)?;
+    let notes = transcribe_file(Path::new(input))?;
+    write_atomically(Path::new(out), &transcription_smf(&notes, tempo))?;
+    if let Some(csv) = a.value("--csv") {
+        let mut s = String::from("start_s,end_s,pitch,velocity\n");
+        for n in &notes {
+            s.push_str(&format!("{:.6},{:.6},{},{}\n", n.start_s, n.end_s, n.pitch, n.velocity));
+        }
+        write_atomically(Path::new(csv), s.as_bytes())?;
+    }
+    eprintln!("{input}: {} notes -> {out}", notes.len());
+    Ok(())
+}
+
+fn render_cmd(args: &[String]) -> Result<()> {
+    let a = parse(args, &["-o", "--rate"], &[])?;
+    let [input] = a.positional.as_slice() else {
+        return Err(usage("render takes exactly one INPUT.mid"));
+    };
+    let out = a.value("-o").ok_or_else(|| usage("render needs -o OUT.wav"))?;
+    let rate = match a.value("--rate") {
+        None => 44_100,
+        Some(v) => v.parse::<u32>().ok().filter(|r| (8_000..=192_000).contains(r)).ok_or_else(|| usage(format!("--rate: '{v}' is not a sample rate in 8000..=192000")))?,
+    };
+    let piece = read_midi_file(Path::new(input))?;
+    let samples = moodfader_engine::synth::render_notes(&piece.notes, rate);
+    write_atomically(Path::new(out), &moodfader_engine::synth::wav_bytes(&samples, rate))
 }
 
 /// `analyze FOLDER`: every MIDI file in it (sorted), a progress bar on a terminal, one row per
