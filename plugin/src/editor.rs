@@ -353,8 +353,10 @@ fn continuation_controls(ui: &mut egui::Ui, params: &MoodfaderParams, setter: &P
         toggle(ui, setter, &params.mood_cc);
         toggle(ui, setter, &params.preview).on_hover_text("play the continuation on the built-in voice, into the audio output");
     });
-    ui.add_enabled_ui(false, |ui| {
-        ui.label(format!("Input: {} (audio input not built yet)", params.input_source));
+    ui.horizontal(|ui| {
+        ui.label("Input");
+        ui.add(nice_plug_egui::widgets::ParamSlider::for_param(&params.input_source, setter).with_width(80.0))
+            .on_hover_text("what the ear hears: the track's MIDI, its audio (transcribed live by Basic Pitch), or both");
     });
 }
 
@@ -461,6 +463,20 @@ fn status_line(ui: &mut egui::Ui, shared: &Shared) {
             ))
             .color(palette::MUTED),
         );
+    }
+    if shared.controls.input_source.load(Ordering::Relaxed) != moodfader_engine::bridge::INPUT_MIDI {
+        let text = if shared.transcriber_ready.load(Ordering::Relaxed) {
+            format!(
+                "audio: {} notes transcribed  ·  latency {:.0} ms (max {:.0})  ·  real-time factor {:.3}",
+                shared.num_transcribed_notes.load(Ordering::Relaxed),
+                shared.transcribe_latency_ms.load(Ordering::Relaxed),
+                shared.transcribe_max_latency_ms.load(Ordering::Relaxed),
+                shared.transcribe_rtf.load(Ordering::Relaxed),
+            )
+        } else {
+            "audio input: the transcriber is not loaded (see the status above); MIDI is still heard".to_string()
+        };
+        ui.label(egui::RichText::new(text).color(palette::MUTED));
     }
     ui.label(
         egui::RichText::new(format!(

@@ -262,9 +262,9 @@ impl Plugin for Moodfader {
             next_out += 1;
         }
 
-        if self.params.input_source.value() != InputSource::Midi {
-            audio.push_audio(buffer.as_slice_immutable());
-        }
+        // Always, so the worker's count of samples is the listening clock when the input source
+        // switches to audio; the worker drops what it does not transcribe.
+        audio.push_audio(buffer.as_slice_immutable());
         audio.end_block();
         self.preview(buffer);
         ProcessStatus::Normal

@@ -1,7 +1,9 @@
 //! `process()` called in-process through the `Plugin` trait, counting every allocation the audio
 //! thread makes, across block sizes and sample rates, with MIDI in and out and a running
 //! transport. (The clack-host tests cover the same through a real CLAP host with nice-plug's
-//! `assert_process_allocs`.)
+//! `assert_process_allocs`.) The track's audio goes into the worker's queue in every block
+//! whatever the input source (the worker decides whether to transcribe it), so audio input is
+//! on in every case here, NaN samples included.
 //!
 //! Thread: test (plays the audio thread)
 

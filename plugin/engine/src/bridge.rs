@@ -80,6 +80,11 @@ impl WorkerStatus {
     }
 }
 
+/// Values of [`Controls::input_source`].
+pub const INPUT_MIDI: u8 = 0;
+pub const INPUT_AUDIO: u8 = 1;
+pub const INPUT_BOTH: u8 = 2;
+
 /// The user's controls as the worker sees them: copied from the host's parameters by the audio
 /// thread once per block (relaxed atomic stores, no allocation), read by the worker whenever it
 /// plans or generates. Attribute order is [`crate::Attribute::ALL`].
@@ -101,7 +106,7 @@ pub struct Controls {
     pub seed: AtomicU32,
     /// Zero-based output MIDI channel.
     pub out_channel: AtomicU8,
-    /// 0 MIDI, 1 audio, 2 both.
+    /// 0 MIDI, 1 audio, 2 both ([`INPUT_MIDI`], [`INPUT_AUDIO`], [`INPUT_BOTH`]).
     pub input_source: AtomicU8,
     pub preview: AtomicBool,
     /// Counts "generate now" requests (the button's rising edge, the trigger note). The worker
@@ -205,6 +210,18 @@ pub struct Shared {
     /// Written by the audio thread from the host's parameters; read by the worker.
     pub controls: Controls,
 
+    // Written by the worker (audio transcription); read by the panel and the tests.
+    /// Whether Basic Pitch is loaded.
+    pub transcriber_ready: AtomicBool,
+    /// Note-ons the transcriber has handed to the estimator.
+    pub num_transcribed_notes: AtomicU64,
+    /// How long after it sounded the last transcribed note reached the estimator, and the most
+    /// since activation (ms, on the listening clock).
+    pub transcribe_latency_ms: AtomicF32,
+    pub transcribe_max_latency_ms: AtomicF32,
+    /// The transcriber's model time over audio time.
+    pub transcribe_rtf: AtomicF32,
+
     /// Human-readable status ("emotion model ready", or the reason it failed). Written by the
     /// worker, read by the panel. The audio thread never touches it.
     pub status_text: Mutex<String>,
@@ -275,6 +292,11 @@ impl Default for Shared {
             num_dropped_scheduled: AtomicU64::new(0),
             continuation_ready: AtomicBool::new(false),
             release_epoch: AtomicU32::new(0),
+            transcriber_ready: AtomicBool::new(false),
+            num_transcribed_notes: AtomicU64::new(0),
+            transcribe_latency_ms: AtomicF32::new(0.0),
+            transcribe_max_latency_ms: AtomicF32::new(0.0),
+            transcribe_rtf: AtomicF32::new(0.0),
             controls: Controls::default(),
             status_text: Mutex::new(String::from("not active")),
             roll: Mutex::new(Roll::default()),

@@ -225,7 +225,7 @@ impl BasicPitch {
     /// the other) and appends frames `keep` of each window's output to `out`. Non-finite samples
     /// are read as silence.
     pub fn run_windows(&mut self, windows: &[f32], out: &mut Activations, keep: std::ops::Range<usize>) -> Result<()> {
-        if windows.is_empty() || windows.len() % WINDOW_SAMPLES != 0 {
+        if windows.is_empty() || !windows.len().is_multiple_of(WINDOW_SAMPLES) {
             bail!("{} samples is not a whole number of {WINDOW_SAMPLES}-sample windows", windows.len());
         }
         let keep = keep.start.min(FRAMES_PER_WINDOW)..keep.end.min(FRAMES_PER_WINDOW);

@@ -1,6 +1,8 @@
 //! The worker thread: started at activation, it loads ONNX Runtime and the models (never while a
 //! host scans), drains the audio thread's queues, runs the live estimator at least 10 times a
-//! second, and publishes the estimate and its status through [`Shared`].
+//! second, transcribes the track's audio with Basic Pitch when the input source asks for it
+//! (the transcribed notes join the MIDI ones in the same estimator), and publishes the estimate
+//! and its status through [`Shared`].
 //!
 //! Thread: worker (spawned and joined from the host's main thread)
 
@@ -10,13 +12,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::bridge::{Shared, WorkerEnds, WorkerStatus};
+use crate::bridge::{INPUT_AUDIO, INPUT_BOTH, Shared, ToWorker, WorkerEnds, WorkerStatus};
 use crate::emotion::{EmotionModel, ModelOrigin};
 use crate::continuation::ContinuationModel;
 use crate::live::LiveEstimator;
 use crate::notes::BarWindow;
 use crate::player::{GeneratorThread, Player};
 use crate::runtime::{EmbeddedRuntime, ensure_runtime};
+use crate::transcribe::{BasicPitch, NoteParams, StreamEvent, StreamingTranscriber};
 
 /// Time between two estimator updates (20 Hz; the product asks for at least 10 Hz).
 pub const UPDATE_INTERVAL_MS: u64 = 50;
@@ -129,26 +132,48 @@ fn run(config: WorkerConfig, shared: &Shared, mut ends: WorkerEnds, stop: &Atomi
     }
     let mut player = Player::new(generator);
 
+    // Basic Pitch is optional too: without it MIDI input still works.
+    let mut basic_pitch = if ensure_runtime(config.embedded_runtime).is_ok() {
+        match BasicPitch::load_default(config.embedded_runtime) {
+            Ok(m) => Some(m),
+            Err(e) => {
+                append_status(shared, &format!("audio transcription unavailable: {e:#}"));
+                None
+            }
+        }
+    } else {
+        None
+    };
+    shared.transcriber_ready.store(basic_pitch.is_some(), Ordering::Release);
+    let mut audio_in = AudioIn::default();
+
     let mut live = LiveEstimator::new();
     let mut roll_scratch = Vec::with_capacity(256);
     let mut num_updates = 0u32;
     let mut raw_out = Vec::with_capacity(1);
     let mut last_update = Instant::now() - Duration::from_millis(UPDATE_INTERVAL_MS);
     while !stop.load(Ordering::Acquire) {
+        let source = shared.controls.input_source.load(Ordering::Relaxed);
         while let Ok(ev) = ends.from_audio.pop() {
-            live.on_event(&ev);
-            player.on_event(&ev);
+            // With audio as the only source, MIDI notes pass through but are not heard.
+            if !(source == INPUT_AUDIO && matches!(ev, ToWorker::Note { .. })) {
+                live.on_event(&ev);
+                player.on_event(&ev);
+            }
+            if matches!(ev, ToWorker::Reset) {
+                audio_in.reset();
+            }
+        }
+        let transcribe = basic_pitch.is_some() && (source == INPUT_AUDIO || source == INPUT_BOTH);
+        if let Err(e) = audio_in.drain(shared, &mut ends.audio, basic_pitch.as_mut().filter(|_| transcribe), &mut live, &mut player) {
+            append_status(shared, &format!("audio transcription stopped: {e:#}"));
+            basic_pitch = None;
+            shared.transcriber_ready.store(false, Ordering::Release);
         }
         player.tick(shared, &live, &mut ends.to_audio);
         if let Some(e) = player.take_error() {
             append_status(shared, &format!("last continuation failed: {e}"));
         }
-        // Mono audio is for the transcriber (a later feature); keep the queue drained.
-        let n = ends.audio.slots();
-        if n > 0
-            && let Ok(chunk) = ends.audio.read_chunk(n) {
-                chunk.commit_all();
-            }
         if last_update.elapsed() >= Duration::from_millis(UPDATE_INTERVAL_MS) {
             last_update = Instant::now();
             num_updates += 1;
@@ -189,7 +214,103 @@ fn run(config: WorkerConfig, shared: &Shared, mut ends: WorkerEnds, stop: &Atomi
     }
     drop(player);
     shared.continuation_ready.store(false, Ordering::Release);
+    shared.transcriber_ready.store(false, Ordering::Release);
     shared.set_status(WorkerStatus::Stopped, "not active");
+}
+
+/// The track's audio on the worker: counts every sample (so a sample's time on the listening
+/// clock is known when transcription starts) and feeds the streaming transcriber while the input
+/// source asks for audio.
+#[derive(Default)]
+struct AudioIn {
+    /// Samples taken from the queue since activation (or the last reset).
+    num_samples: u64,
+    transcriber: Option<StreamingTranscriber>,
+    events: Vec<StreamEvent>,
+}
+
+impl AudioIn {
+    fn reset(&mut self) {
+        self.transcriber = None;
+        self.events.clear();
+    }
+
+    fn drain(
+        &mut self,
+        shared: &Shared,
+        audio: &mut rtrb::Consumer<f32>,
+        model: Option<&mut BasicPitch>,
+        live: &mut LiveEstimator,
+        player: &mut Player,
+    ) -> anyhow::Result<()> {
+        let n = audio.slots();
+        let rate = shared.sample_rate_hz.load(Ordering::Relaxed);
+        let Some(model) = model else {
+            // Not transcribing: close what the transcriber left open, then just count.
+            if let Some(mut t) = self.transcriber.take() {
+                self.events.clear();
+                t.finish(&mut self.events);
+                self.deliver(shared, live, player);
+            }
+            if n > 0 && let Ok(chunk) = audio.read_chunk(n) {
+                chunk.commit_all();
+            }
+            self.num_samples += n as u64;
+            return Ok(());
+        };
+        if self.transcriber.is_none() {
+            let start_s = self.num_samples as f64 / rate;
+            self.transcriber = Some(StreamingTranscriber::new(rate.round() as u32, start_s, NoteParams::default())?);
+        }
+        let Some(t) = self.transcriber.as_mut() else { return Ok(()) };
+        self.events.clear();
+        if n > 0 && let Ok(chunk) = audio.read_chunk(n) {
+            let (a, b) = chunk.as_slices();
+            t.push(model, a, &mut self.events)?;
+            t.push(model, b, &mut self.events)?;
+            chunk.commit_all();
+        }
+        self.num_samples += n as u64;
+        shared.transcribe_rtf.store(t.real_time_factor() as f32, Ordering::Relaxed);
+        self.deliver(shared, live, player);
+        Ok(())
+    }
+
+    /// Hands transcribed notes to the estimator (and the player) as heard notes on channel 1,
+    /// with beats placed back from now at the current tempo.
+    fn deliver(&mut self, shared: &Shared, live: &mut LiveEstimator, player: &mut Player) {
+        if self.events.is_empty() {
+            return;
+        }
+        let now_s = shared.now_s.load(Ordering::Relaxed);
+        let now_beats = shared.now_beats.load(Ordering::Relaxed);
+        let song_beats = shared.song_beats.load(Ordering::Relaxed);
+        let tempo = shared.tempo_bpm.load(Ordering::Relaxed);
+        let beats_per_s = if tempo.is_finite() && tempo > 0.0 { tempo / 60.0 } else { 2.0 };
+        for e in &self.events {
+            let back = (now_s - e.time_s) * beats_per_s;
+            let ev = ToWorker::Note {
+                on: e.on,
+                channel: 0,
+                pitch: e.pitch,
+                velocity: e.velocity,
+                time_s: e.time_s,
+                beats: now_beats - back,
+                song_beats: song_beats - back,
+            };
+            live.on_event(&ev);
+            player.on_event(&ev);
+            if e.on {
+                let latency_ms = ((now_s - e.time_s) * 1000.0) as f32;
+                shared.transcribe_latency_ms.store(latency_ms, Ordering::Relaxed);
+                if latency_ms > shared.transcribe_max_latency_ms.load(Ordering::Relaxed) {
+                    shared.transcribe_max_latency_ms.store(latency_ms, Ordering::Relaxed);
+                }
+                shared.num_transcribed_notes.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.events.clear();
+    }
 }
 
 /// Copies the bars around the playhead into the panel's piano roll.
