@@ -8,6 +8,8 @@
 //! xtask test` checks it with `cargo tree`.
 
 pub mod analyze;
+pub mod audio_cues;
+pub mod audio_eval;
 pub mod attributes;
 pub mod audio_side;
 pub mod bridge;

@@ -139,10 +139,16 @@ pub fn ensure_runtime(embedded: Option<EmbeddedRuntime>) -> Result<PathBuf> {
 
 /// Builds a session from model bytes with one intra-op thread (the product's rule).
 pub fn session_from_bytes(bytes: &[u8]) -> Result<ort::session::Session> {
+    session_from_bytes_with_threads(bytes, 1)
+}
+
+/// Like [`session_from_bytes`] with `intra_threads` intra-op threads: only for offline tools
+/// (the command line's `transcribe`), never for the plugin's sessions.
+pub fn session_from_bytes_with_threads(bytes: &[u8], intra_threads: usize) -> Result<ort::session::Session> {
     let env = ENVIRONMENT.get().ok_or_else(|| anyhow!("ONNX Runtime is not loaded"))?;
     let mut builder = ort::session::Session::builder(env)
         .map_err(|e| anyhow!("{e}"))?
-        .with_intra_threads(1)
+        .with_intra_threads(intra_threads.max(1))
         .map_err(|e| anyhow!("{e}"))?
         .with_inter_threads(1)
         .map_err(|e| anyhow!("{e}"))?;

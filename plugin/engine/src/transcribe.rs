@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, anyhow, bail};
 
-use crate::runtime::{EmbeddedRuntime, session_from_bytes, sha256_hex};
+use crate::runtime::{EmbeddedRuntime, session_from_bytes_with_threads, sha256_hex};
 
 /// The model's sample rate.
 pub const MODEL_SAMPLE_RATE_HZ: u32 = 22_050;
@@ -51,7 +51,7 @@ pub const MODEL_SHA256: &str = "2c3c1d144bfa61ad236e92e169c13535c880469a12a047d4
 pub const ENV_BASIC_PITCH: &str = "MOODFADER_BASIC_PITCH";
 
 /// Windows run in one call when transcribing a file.
-const OFFLINE_BATCH: usize = 4;
+const OFFLINE_BATCH: usize = 8;
 
 /// The reference's decoding settings (`basic_pitch.inference.predict`'s defaults).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -66,6 +66,8 @@ pub struct NoteParams {
     pub melodia_trick: bool,
     /// Frames below the threshold that end a note.
     pub energy_tol_frames: usize,
+    /// Estimate pitch bends from the contour output (offline only).
+    pub pitch_bends: bool,
 }
 
 impl Default for NoteParams {
@@ -77,6 +79,7 @@ impl Default for NoteParams {
             infer_onsets: true,
             melodia_trick: true,
             energy_tol_frames: 11,
+            pitch_bends: false,
         }
     }
 }
@@ -116,7 +119,7 @@ pub struct FrameNote {
 }
 
 /// A transcribed note in seconds.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct TranscribedNote {
     pub start_s: f64,
     pub end_s: f64,
@@ -124,6 +127,9 @@ pub struct TranscribedNote {
     /// `round(127 * amplitude)`, as the reference writes MIDI velocities.
     pub velocity: u8,
     pub amplitude: f32,
+    /// Pitch bend per frame of the note in thirds of a semitone, evenly spaced from its start
+    /// to its end (empty: none, or dropped because the note overlaps another).
+    pub bends: Vec<i16>,
 }
 
 impl TranscribedNote {
@@ -184,34 +190,41 @@ impl BasicPitch {
     /// else `nmp.onnx` beside the executable, else `cargo xtask setup`'s cache. ONNX Runtime must
     /// be loaded first ([`crate::runtime::ensure_runtime`]).
     pub fn load_default(embedded: Option<EmbeddedRuntime>) -> Result<Self> {
+        Self::load_default_with_threads(embedded, 1)
+    }
+
+    /// [`load_default`](Self::load_default) with `intra_threads` ONNX Runtime threads: for the
+    /// command line's offline transcription only (the plugin's sessions use one).
+    pub fn load_default_with_threads(embedded: Option<EmbeddedRuntime>, intra_threads: usize) -> Result<Self> {
         if let Some(p) = std::env::var_os(ENV_BASIC_PITCH).filter(|v| !v.is_empty()) {
-            return Self::load_file(Path::new(&p));
+            return Self::load_file(Path::new(&p), intra_threads);
         }
         if let Some(e) = embedded.filter(|e| !e.basic_pitch.is_empty()) {
-            return Self::from_bytes(e.basic_pitch, ModelSource::Embedded);
+            return Self::from_bytes(e.basic_pitch, ModelSource::Embedded, intra_threads);
         }
         for p in candidate_files() {
             if p.is_file() {
-                return Self::load_file(&p);
+                return Self::load_file(&p, intra_threads);
             }
         }
         bail!("Basic Pitch model {MODEL_FILE} not found: set {ENV_BASIC_PITCH} to its path, or run `cargo xtask setup`")
     }
 
-    pub fn load_file(path: &Path) -> Result<Self> {
+    pub fn load_file(path: &Path, intra_threads: usize) -> Result<Self> {
         let bytes = std::fs::read(path)
             .with_context(|| format!("Basic Pitch model {} is missing or unreadable", path.display()))?;
-        Self::from_bytes(&bytes, ModelSource::File(path.to_path_buf()))
+        Self::from_bytes(&bytes, ModelSource::File(path.to_path_buf()), intra_threads)
             .with_context(|| format!("Basic Pitch model {} cannot be used", path.display()))
     }
 
     /// Checks the pinned sha256, opens a session and proves it with one probe window.
-    pub fn from_bytes(bytes: &[u8], source: ModelSource) -> Result<Self> {
+    pub fn from_bytes(bytes: &[u8], source: ModelSource, intra_threads: usize) -> Result<Self> {
         let sha = sha256_hex(bytes);
         if sha != MODEL_SHA256 {
             bail!("model file is corrupt or not basic-pitch 0.4.0's nmp.onnx: sha256 {sha}, expected {MODEL_SHA256}");
         }
-        let session = session_from_bytes(bytes).map_err(|e| anyhow!("ONNX Runtime rejects the model: {e}"))?;
+        let session = session_from_bytes_with_threads(bytes, intra_threads)
+            .map_err(|e| anyhow!("ONNX Runtime rejects the model: {e}"))?;
         let mut model = Self { session, source, input: Vec::with_capacity(WINDOW_SAMPLES * OFFLINE_BATCH) };
         let mut probe = Activations::default();
         model.run_windows(&vec![0.0; WINDOW_SAMPLES], &mut probe, 0..FRAMES_PER_WINDOW).context("model does not run on a probe window")?;
@@ -383,6 +396,19 @@ pub fn notes_from_activations(act: &Activations, params: &NoteParams) -> Vec<Fra
         notes.push(FrameNote { start_frame: start, end_frame: i, pitch: p as u8 + MIDI_OFFSET, amplitude: mean_of(start, i, p) });
     }
     if params.melodia_trick && n_frames > 0 {
+        // The strongest remaining cell, as np.argmax finds it (first in row-major order), kept
+        // cheap with each frame's own maximum: only the frames a note clears are rescanned.
+        let row_max = |remaining: &[f64], t: usize| -> (f64, usize) {
+            let (mut best, mut best_p) = (f64::NEG_INFINITY, 0usize);
+            for (p, &x) in remaining[t * NUM_PITCHES..(t + 1) * NUM_PITCHES].iter().enumerate() {
+                if x > best {
+                    best = x;
+                    best_p = p;
+                }
+            }
+            (best, best_p)
+        };
+        let mut maxima: Vec<(f64, usize)> = (0..n_frames).map(|t| row_max(&remaining, t)).collect();
         let clear = |remaining: &mut [f64], t: usize, p: usize| {
             remaining[at(t, p)] = 0.0;
             if p < MAX_FREQ_IDX {
@@ -393,19 +419,18 @@ pub fn notes_from_activations(act: &Activations, params: &NoteParams) -> Vec<Fra
             }
         };
         loop {
-            // np.argmax: the first maximum in row-major order.
-            let (mut best, mut best_idx) = (f64::NEG_INFINITY, 0usize);
-            for (idx, &x) in remaining.iter().enumerate() {
-                if x > best {
-                    best = x;
-                    best_idx = idx;
+            let (mut best, mut i_mid) = (f64::NEG_INFINITY, 0usize);
+            for (t, &(m, _)) in maxima.iter().enumerate() {
+                if m > best {
+                    best = m;
+                    i_mid = t;
                 }
             }
             if best <= frame_thresh {
                 break;
             }
-            let (i_mid, p) = (best_idx / NUM_PITCHES, best_idx % NUM_PITCHES);
-            remaining[best_idx] = 0.0;
+            let p = maxima[i_mid].1;
+            remaining[at(i_mid, p)] = 0.0;
             // Forward.
             let mut i = i_mid + 1;
             let mut k = 0;
@@ -418,6 +443,7 @@ pub fn notes_from_activations(act: &Activations, params: &NoteParams) -> Vec<Fra
                 clear(&mut remaining, i, p);
                 i += 1;
             }
+            let last_cleared = i;
             let i_end = i as isize - 1 - k as isize;
             // Backward.
             let mut i = i_mid as isize - 1;
@@ -431,6 +457,11 @@ pub fn notes_from_activations(act: &Activations, params: &NoteParams) -> Vec<Fra
                 clear(&mut remaining, i as usize, p);
                 i -= 1;
             }
+            let first_cleared = (i + 1).max(0) as usize;
+            let to = last_cleared.max(i_mid + 1);
+            for (t, m) in maxima.iter_mut().enumerate().take(to).skip(first_cleared) {
+                *m = row_max(&remaining, t);
+            }
             let i_start = i + 1 + k as isize;
             if i_end - i_start <= params.min_note_len_frames as isize {
                 continue;
@@ -440,6 +471,91 @@ pub fn notes_from_activations(act: &Activations, params: &NoteParams) -> Vec<Fra
         }
     }
     notes
+}
+
+/// Contour bins either side of a note's own bin searched for its pitch bend.
+const BEND_TOLERANCE_BINS: usize = 25;
+
+/// `note_creation.get_pitch_bends` for one note: per frame, the contour bin with the most
+/// activation within ±25 bins of the note's own, weighted by a Gaussian (std 5 bins), as an
+/// offset in thirds of a semitone.
+pub fn pitch_bends(act: &Activations, note: &FrameNote) -> Vec<i16> {
+    let n_frames = act.contour.len() / NUM_CONTOUR_BINS;
+    let tol = BEND_TOLERANCE_BINS as isize;
+    let freq_idx = 3 * (note.pitch as isize - MIDI_OFFSET as isize);
+    let lo = (freq_idx - tol).max(0);
+    let hi = (freq_idx + tol + 1).min(NUM_CONTOUR_BINS as isize);
+    // scipy.signal.windows.gaussian(51, std=5), cut like the reference cuts it.
+    let g_from = (tol - freq_idx).max(0);
+    let gauss = |k: isize| (-0.5 * ((k as f64 - tol as f64) / 5.0).powi(2)).exp();
+    let pb_shift = tol - (tol - freq_idx).max(0);
+    (note.start_frame..note.end_frame.min(n_frames))
+        .map(|t| {
+            let row = &act.contour[t * NUM_CONTOUR_BINS..(t + 1) * NUM_CONTOUR_BINS];
+            let (mut best, mut best_k) = (f64::NEG_INFINITY, 0isize);
+            for (k, b) in (lo..hi).enumerate() {
+                let v = row[b as usize] as f64 * gauss(g_from + k as isize);
+                if v > best {
+                    best = v;
+                    best_k = k as isize;
+                }
+            }
+            (best_k - pb_shift) as i16
+        })
+        .collect()
+}
+
+/// `note_creation.drop_overlapping_pitch_bends`: a note that overlaps another in time keeps no
+/// bend (MIDI has one pitch wheel per channel).
+pub fn drop_overlapping_bends(notes: &mut [TranscribedNote]) {
+    let mut drop = vec![false; notes.len()];
+    for i in 0..notes.len() {
+        for j in 0..notes.len() {
+            if i != j && notes[j].start_s >= notes[i].start_s && notes[j].start_s < notes[i].end_s {
+                drop[i] = true;
+                drop[j] = true;
+            }
+        }
+    }
+    for (n, d) in notes.iter_mut().zip(drop) {
+        if d {
+            n.bends.clear();
+        }
+    }
+}
+
+/// The transcription as a format-0 Standard MIDI File at `tempo_bpm` in 4/4, like the
+/// reference's `note_events_to_midi` (one channel; pitch bends of ±2 semitones spread evenly
+/// over each note that has them).
+pub fn transcription_smf(notes: &[TranscribedNote], tempo_bpm: f64) -> Vec<u8> {
+    let tpq = crate::compose::SMF_TICKS_PER_QUARTER as f64;
+    let tempo_bpm = tempo_bpm.clamp(1.0, 2000.0);
+    let tick = |s: f64| (s.max(0.0) * tempo_bpm / 60.0 * tpq).round() as u64;
+    let us = (60_000_000.0 / tempo_bpm).round() as u32;
+    // (tick, order, bytes): note-offs before bends before note-ons at the same tick.
+    let mut events: Vec<(u64, u8, [u8; 3], usize)> = Vec::new();
+    for n in notes {
+        let (on, off) = (tick(n.start_s), tick(n.end_s).max(tick(n.start_s) + 1));
+        events.push((on, 2, [0x90, n.pitch & 127, n.velocity.clamp(1, 127)], 3));
+        events.push((off, 0, [0x80, n.pitch & 127, 0], 3));
+        let k = n.bends.len();
+        for (i, &b) in n.bends.iter().enumerate() {
+            let t = if k > 1 { n.start_s + (n.end_s - n.start_s) * i as f64 / (k - 1) as f64 } else { n.start_s };
+            let v = ((b as f64 * 4096.0 / 3.0).round() as i32).clamp(-8192, 8191) + 8192;
+            events.push((tick(t), 1, [0xe0, (v & 127) as u8, ((v >> 7) & 127) as u8], 3));
+        }
+    }
+    events.sort_by_key(|e| (e.0, e.1));
+    let mut raw: Vec<(u32, Vec<u8>)> = vec![
+        (0, vec![0xff, 0x51, 3, (us >> 16) as u8, (us >> 8) as u8, us as u8]),
+        (0, vec![0xff, 0x58, 4, 4, 2, 24, 8]),
+    ];
+    let mut last = 0u64;
+    for (t, _, b, len) in events {
+        raw.push(((t - last).min(u32::MAX as u64 >> 4) as u32, b[..len].to_vec()));
+        last = t;
+    }
+    crate::midifile::single_track_smf(crate::compose::SMF_TICKS_PER_QUARTER, raw.iter().map(|(d, b)| (*d, b.as_slice())))
 }
 
 fn velocity_of(amplitude: f32) -> u8 {
@@ -469,7 +585,9 @@ pub fn resample_to_model_rate(samples: &[f32], sample_rate_hz: u32) -> Result<Ve
     Ok(out)
 }
 
-/// The reference's `predict` on mono samples at any rate: notes sorted by start, then pitch.
+/// The reference's `predict` on mono samples at any rate: notes sorted by start, then pitch,
+/// with pitch bends when `params.pitch_bends` (overlapping notes keep none, as in the
+/// reference's MIDI file).
 pub fn transcribe_offline(model: &mut BasicPitch, samples: &[f32], sample_rate_hz: u32, params: &NoteParams) -> Result<Vec<TranscribedNote>> {
     let audio = resample_to_model_rate(samples, sample_rate_hz)?;
     let act = infer_offline(model, &audio)?;
@@ -481,9 +599,13 @@ pub fn transcribe_offline(model: &mut BasicPitch, samples: &[f32], sample_rate_h
             pitch: n.pitch,
             velocity: velocity_of(n.amplitude),
             amplitude: n.amplitude,
+            bends: if params.pitch_bends { pitch_bends(&act, &n) } else { Vec::new() },
         })
         .collect();
     notes.sort_by(|a, b| a.start_s.total_cmp(&b.start_s).then(a.pitch.cmp(&b.pitch)));
+    if params.pitch_bends {
+        drop_overlapping_bends(&mut notes);
+    }
     Ok(notes)
 }
 
@@ -851,6 +973,30 @@ mod tests {
         assert_eq!(notes.len(), 1, "{notes:?}");
         // Like the reference, the melodia pass ends a note at its last frame above the threshold.
         assert_eq!((notes[0].start_frame, notes[0].end_frame, notes[0].pitch), (20, 59, 60));
+    }
+
+    #[test]
+    fn pitch_bends_follow_the_contour_and_overlaps_drop_them() {
+        // MIDI 60 is contour bin 117; put the contour peak one bin up (a third of a semitone
+        // sharp) for the note's frames.
+        let mut act = act_from(&[[0.0; 2]; 20], &[[0.0; 2]; 20], 39);
+        for t in 0..20 {
+            act.contour[t * NUM_CONTOUR_BINS + 118] = 0.9;
+            act.contour[t * NUM_CONTOUR_BINS + 117] = 0.5;
+        }
+        let note = FrameNote { start_frame: 2, end_frame: 12, pitch: 60, amplitude: 0.5 };
+        assert_eq!(pitch_bends(&act, &note), vec![1; 10]);
+        // Near the edges of the contour range the window is cut, not out of bounds.
+        assert_eq!(pitch_bends(&act, &FrameNote { pitch: 21, ..note }).len(), 10);
+        assert_eq!(pitch_bends(&act, &FrameNote { pitch: 108, ..note }).len(), 10);
+        let n = |s: f64, e: f64| TranscribedNote { start_s: s, end_s: e, pitch: 60, velocity: 64, amplitude: 0.5, bends: vec![1, 2] };
+        let mut notes = vec![n(0.0, 1.0), n(0.5, 1.5), n(2.0, 3.0)];
+        drop_overlapping_bends(&mut notes);
+        assert!(notes[0].bends.is_empty() && notes[1].bends.is_empty() && notes[2].bends == vec![1, 2]);
+        let smf = transcription_smf(&notes, 120.0);
+        let piece = crate::midifile::parse_midi(&smf).unwrap();
+        assert_eq!(piece.notes.len(), 3);
+        assert!(smf.windows(3).any(|w| w[0] == 0xe0), "pitch bends written");
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! moodfader analyze INPUT.mid [--json] [--csv FILE] [--plot FILE.png]
 //! moodfader continue PRIMER.mid --bars N [--valence V] [--arousal A] [--ATTRIBUTE X ...]
 //!                    [--steer S] [--temperature T] [--seed S] -o OUT.mid [--wav OUT.wav]
-//! moodfader transcribe INPUT.wav -o OUT.mid [--tempo BPM] [--csv FILE]
+//! moodfader transcribe INPUT.wav -o OUT.mid [--tempo BPM] [--csv FILE] [--no-pitch-bends]
 //! moodfader render INPUT.mid -o OUT.wav [--rate HZ]
 //! moodfader export-features [--data DIR] -o OUT.csv
 //! moodfader export-tokens [--data DIR] [--transpose LIST] -o OUT.jsonl
@@ -20,9 +20,8 @@ use anyhow::{Context, Result, anyhow, bail};
 use moodfader_engine::analyze::{Analysis, analyze_piece};
 use moodfader_engine::emotion::EmotionModel;
 use moodfader_engine::export::{data_dir, export_tokens as write_tokens, export_vgmidi, write_atomically};
-use moodfader_engine::compose::notes_to_smf;
 use moodfader_engine::midifile::{parse_midi, read_midi_file};
-use moodfader_engine::transcribe::{BasicPitch, NoteParams, TranscribedNote, transcribe_offline};
+use moodfader_engine::transcribe::{BasicPitch, NoteParams, TranscribedNote, transcribe_offline, transcription_smf};
 use moodfader_engine::wav::read_wav;
 use moodfader_engine::runtime::ensure_runtime;
 
@@ -51,12 +50,12 @@ USAGE:
         primer's end, so it lines up when placed where the primer starts. --wav renders the
         continuation (from its first bar) with the preview voice, 44.1 kHz mono.
         --temperature T  sampling temperature (default 1.0); --seed S  (default 1)
-    moodfader transcribe INPUT.wav -o OUT.mid [--tempo BPM] [--csv FILE]
+    moodfader transcribe INPUT.wav -o OUT.mid [--tempo BPM] [--csv FILE] [--no-pitch-bends]
         Audio to notes with Basic Pitch (the basic-pitch 0.4.0 model and its post-processing:
-        onset 0.5, frame 0.3, notes of at least 127.7 ms). WAV at any rate from 8 to 384 kHz,
-        any channel count, 8/16/24/32-bit PCM or 32-bit float. OUT.mid is written at --tempo BPM
-        (default 120, like basic-pitch) in 4/4; --csv also lists the notes
-        (start_s,end_s,pitch,velocity).
+        onset 0.5, frame 0.3, notes of at least 127.7 ms, pitch bends on notes that overlap no
+        other). WAV at any rate from 8 to 384 kHz, any channel count, 8/16/24/32-bit PCM or
+        32-bit float. OUT.mid is written at --tempo BPM (default 120, like basic-pitch) in 4/4;
+        --csv also lists the notes (start_s,end_s,pitch,velocity).
     moodfader render INPUT.mid -o OUT.wav [--rate HZ]
         Play a MIDI file with the built-in voice into a mono 16-bit WAV (default 44100 Hz):
         test audio for the transcriber.
@@ -70,6 +69,10 @@ USAGE:
         Measure how the continuation model obeys its faders and targets (default primers: the
         built-in demo's three moods and the whole demo; --heldout adds 8-bar openings of six
         pieces of the validation split, which the model never saw).
+    moodfader eval-audio [--data DIR] [--train N] [--test N] [-o OUT.json]
+        How the estimator hears audio: labelled VGMIDI pieces rendered by the built-in voice and
+        transcribed, against the same pieces read from MIDI, and what audio cues (loudness, onset
+        rate, flux, brightness) add; scored on the emotion model's held-out pieces.
     moodfader eval-calibration [--data DIR] [-o OUT.json]
         What personal calibration buys on VGMIDI's individual listener curves (held-out pieces).
     moodfader --help | --version
@@ -126,6 +129,7 @@ fn run(args: &[String]) -> Result<()> {
         "continue" => continue_cmd(rest),
         "eval-continuation" => eval_continuation(rest),
         "eval-calibration" => eval_calibration(rest),
+        "eval-audio" => eval_audio(rest),
         "transcribe" => transcribe_cmd(rest),
         "render" => render_cmd(rest),
         other => Err(usage(format!("unknown command '{other}'"))),
@@ -191,7 +195,7 @@ fn analyze(args: &[String]) -> Result<()> {
         "mid" | "midi" | "smf" => read_midi_file(path)?,
         "wav" | "wave" => {
             let tempo = parse_tempo(&a)?;
-            let notes = transcribe_file(path)?;
+            let notes = transcribe_file(path, false)?;
             let smf = transcription_smf(&notes, tempo);
             parse_midi(&smf).with_context(|| format!("{}: transcription", path.display()))?
         }
@@ -236,28 +240,25 @@ fn parse_tempo(a: &Args) -> Result<f64> {
 }
 
 /// Transcribes a WAV file with Basic Pitch (the reference's settings).
-fn transcribe_file(path: &Path) -> Result<Vec<TranscribedNote>> {
+fn transcribe_file(path: &Path, pitch_bends: bool) -> Result<Vec<TranscribedNote>> {
     let audio = read_wav(path)?;
     ensure_runtime(moodfader::embedded_runtime())?;
-    let mut model = BasicPitch::load_default(moodfader::embedded_runtime())?;
-    transcribe_offline(&mut model, &audio.samples, audio.sample_rate_hz, &NoteParams::default())
+    // An offline tool may use every core (the plugin's sessions use one).
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut model = BasicPitch::load_default_with_threads(moodfader::embedded_runtime(), threads)?;
+    let params = NoteParams { pitch_bends, ..NoteParams::default() };
+    transcribe_offline(&mut model, &audio.samples, audio.sample_rate_hz, &params)
         .with_context(|| format!("{}: transcription failed", path.display()))
 }
 
-/// The transcription as a Standard MIDI File at `tempo_bpm` in 4/4.
-fn transcription_smf(notes: &[TranscribedNote], tempo_bpm: f64) -> Vec<u8> {
-    let notes: Vec<_> = notes.iter().map(|n| n.to_note(tempo_bpm)).collect();
-    notes_to_smf(&notes, tempo_bpm, (4, 4))
-}
-
 fn transcribe_cmd(args: &[String]) -> Result<()> {
-    let a = parse(args, &["-o", "--tempo", "--csv"], &[])?;
+    let a = parse(args, &["-o", "--tempo", "--csv"], &["--no-pitch-bends"])?;
     let [input] = a.positional.as_slice() else {
         return Err(usage("transcribe takes exactly one INPUT.wav"));
     };
     let out = a.value("-o").ok_or_else(|| usage("transcribe needs -o OUT.mid"))?;
     let tempo = parse_tempo(&a)?;
-    let notes = transcribe_file(Path::new(input))?;
+    let notes = transcribe_file(Path::new(input), !a.has("--no-pitch-bends"))?;
     write_atomically(Path::new(out), &transcription_smf(&notes, tempo))?;
     if let Some(csv) = a.value("--csv") {
         let mut s = String::from("start_s,end_s,pitch,velocity\n");
@@ -591,6 +592,36 @@ fn eval_continuation(args: &[String]) -> Result<()> {
     for at in &report.attributes {
         eprintln!("  {:15} R2 {:.3} (all {:.3})  consistency {:.3}  slope {:+.2}  others |r| {:.2}", at.attribute, at.linearity_r2, at.linearity_r2_all, at.consistency, at.slope, at.others_mean_abs_r);
     }
+    Ok(())
+}
+
+fn eval_audio(args: &[String]) -> Result<()> {
+    use std::io::IsTerminal;
+    let a = parse(args, &["--data", "--train", "--test", "-o"], &[])?;
+    let data = a.value("--data").map(PathBuf::from).unwrap_or_else(data_dir);
+    let count = |flag: &str, default: usize| -> Result<usize> {
+        match a.value(flag) {
+            None => Ok(default),
+            Some(v) => v.parse::<usize>().ok().filter(|n| *n >= 1).ok_or_else(|| usage(format!("{flag}: '{v}' is not a whole number >= 1"))),
+        }
+    };
+    let (train, test) = (count("--train", 40)?, count("--test", 33)?);
+    let mut emo = load_model()?;
+    let mut bp = BasicPitch::load_default(moodfader::embedded_runtime())?;
+    let tty = std::io::stderr().is_terminal();
+    let report = moodfader_engine::audio_eval::eval_audio_input(&data, &mut emo, &mut bp, train, test, |i, n, id| {
+        if tty {
+            eprint!("\r[{i}/{n}] {id:<60.60}");
+        }
+    })?;
+    if tty {
+        eprintln!();
+    }
+    let json = serde_json::to_string_pretty(&report)?;
+    if let Some(out) = a.value("-o") {
+        write_atomically(Path::new(out), json.as_bytes())?;
+    }
+    println!("{json}");
     Ok(())
 }
 
