@@ -340,11 +340,25 @@ fn publish_roll(shared: &Shared, live: &LiveEstimator, player: &Player, scratch:
     }
 }
 
-/// Adds a clause to the status text, keeping the status itself.
+/// Which clause of the status text a message replaces: one about the continuation, one about
+/// audio transcription, or none (kept).
+fn clause_key(clause: &str) -> Option<&'static str> {
+    if clause.starts_with("continuation") || clause.starts_with("last continuation") {
+        Some("continuation")
+    } else if clause.starts_with("audio transcription") {
+        Some("audio")
+    } else {
+        None
+    }
+}
+
+/// Adds a clause to the status text, keeping the status itself and replacing an earlier clause
+/// on the same subject rather than piling them up.
 fn append_status(shared: &Shared, clause: &str) {
     let status = shared.status();
     let text = shared.status_text();
-    // Replace an earlier clause about the continuation rather than piling them up.
-    let base = text.split("; continuation").next().unwrap_or(&text).split("; last continuation").next().unwrap_or(&text).to_string();
-    shared.set_status(status, format!("{base}; {clause}"));
+    let key = clause_key(clause);
+    let mut parts: Vec<&str> = text.split("; ").filter(|c| key.is_none() || clause_key(c) != key).collect();
+    parts.push(clause);
+    shared.set_status(status, parts.join("; "));
 }
