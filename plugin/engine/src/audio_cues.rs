@@ -67,6 +67,13 @@ impl CueAnalyzer {
         let n = audio.len().div_ceil(HOP);
         let mut out = CueFrames { energy: Vec::with_capacity(n), flux: Vec::with_capacity(n), centroid_hz: Vec::with_capacity(n) };
         self.prev_log_mag.iter_mut().for_each(|x| *x = 0.0);
+        self.append_frames(audio, n, &mut out);
+        out
+    }
+
+    /// Appends `n` frames of `audio` to `out`, the flux continuing from the last frame analysed
+    /// (the first frame ever has none).
+    pub fn append_frames(&mut self, audio: &[f32], n: usize, out: &mut CueFrames) {
         let bin_hz = CUE_SAMPLE_RATE_HZ as f32 / FRAME as f32;
         for k in 0..n {
             let start = k * HOP;
@@ -94,10 +101,9 @@ impl CueAnalyzer {
                 den += mag * mag;
             }
             out.energy.push(energy);
-            out.flux.push(if k == 0 { 0.0 } else { flux });
+            out.flux.push(if out.energy.len() == 1 { 0.0 } else { flux });
             out.centroid_hz.push(if den > 1e-9 { num / den } else { 0.0 });
         }
-        out
     }
 }
 
@@ -153,9 +159,161 @@ pub fn span_cues(frames: &CueFrames, onsets: &[usize], t0_s: f64, start_s: f64, 
     [loudness_db, num_onsets / dur_s, flux, brightness]
 }
 
+
+/// The cues of the track's audio as it streams in (at [`CUE_SAMPLE_RATE_HZ`]): frames every
+/// [`HOP`] samples, the last [`LIVE_CUE_SECONDS`] kept, so the worker can read the cues of the
+/// bars that just passed.
+#[derive(Debug)]
+pub struct LiveCues {
+    analyzer: CueAnalyzer,
+    /// Samples not yet framed (the last `FRAME - HOP` of the previous frame lead each frame).
+    pending: Vec<f32>,
+    frames: CueFrames,
+    /// Time of `frames[0]`'s start on the stream's clock.
+    first_frame_s: f64,
+}
+
+/// Seconds of cue frames kept.
+pub const LIVE_CUE_SECONDS: f64 = 24.0;
+
+impl LiveCues {
+    /// Frames start at `start_s` on the clock the caller reads the cues on.
+    pub fn new(start_s: f64) -> Self {
+        Self {
+            analyzer: CueAnalyzer::new(),
+            pending: Vec::with_capacity(FRAME * 4),
+            frames: CueFrames::default(),
+            first_frame_s: start_s,
+        }
+    }
+
+    /// Appends audio at [`CUE_SAMPLE_RATE_HZ`].
+    pub fn push(&mut self, audio: &[f32]) {
+        self.pending.extend_from_slice(audio);
+        if self.pending.len() < FRAME {
+            return;
+        }
+        let n = (self.pending.len() - FRAME) / HOP + 1;
+        self.analyzer.append_frames(&self.pending[..(n - 1) * HOP + FRAME], n, &mut self.frames);
+        self.pending.drain(..n * HOP);
+        let hop_s = HOP as f64 / CUE_SAMPLE_RATE_HZ as f64;
+        let keep = (LIVE_CUE_SECONDS / hop_s) as usize;
+        if self.frames.energy.len() > keep + keep / 4 {
+            let drop = self.frames.energy.len() - keep;
+            self.frames.energy.drain(..drop);
+            self.frames.flux.drain(..drop);
+            self.frames.centroid_hz.drain(..drop);
+            self.first_frame_s += drop as f64 * hop_s;
+        }
+    }
+
+    /// The cues of the bar ending at `now_s` and their mean over the last four bars (the
+    /// inputs of [`CueMap`]), onsets found over the frames kept.
+    pub fn bar_cues(&mut self, now_s: f64, bar_s: f64) -> [f32; 2 * NUM_CUES] {
+        let onsets = onset_frames(&self.frames.flux);
+        let bar_s = if bar_s.is_finite() && bar_s > 0.0 { bar_s } else { 2.0 };
+        let bars: [[f32; NUM_CUES]; 4] = std::array::from_fn(|k| {
+            span_cues(&self.frames, &onsets, self.first_frame_s, now_s - (k as f64 + 1.0) * bar_s, now_s - k as f64 * bar_s)
+        });
+        let mut out = [0.0f32; 2 * NUM_CUES];
+        for c in 0..NUM_CUES {
+            out[c] = bars[0][c];
+            out[NUM_CUES + c] = bars.iter().map(|b| b[c]).sum::<f32>() / 4.0;
+        }
+        out
+    }
+}
+
+/// The committed map from (model valence, model arousal, cues) to arousal, fitted by
+/// `moodfader eval-audio --write-map` on transcribed VGMIDI training pieces (ridge regression on
+/// standardised inputs). Valence is left as the model reads it: the cues did not help it.
+pub const EMBEDDED_CUE_MAP: &str = include_str!("../../../models/audio_cues.json");
+
+/// Names of the map's inputs, in order.
+pub fn cue_map_inputs() -> Vec<String> {
+    ["valence", "arousal"]
+        .iter()
+        .map(|s| s.to_string())
+        .chain(CUE_NAMES.iter().map(|s| s.to_string()))
+        .chain(CUE_NAMES.iter().map(|s| format!("{s}_mean4")))
+        .collect()
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct CueMap {
+    pub inputs: Vec<String>,
+    pub mean: Vec<f64>,
+    pub std: Vec<f64>,
+    /// Intercept first, then one weight per input.
+    pub w: Vec<f64>,
+}
+
+impl CueMap {
+    /// The built-in map, checked against this build's cues.
+    pub fn embedded() -> anyhow::Result<Self> {
+        let v: serde_json::Value = serde_json::from_str(EMBEDDED_CUE_MAP)?;
+        let map: CueMap = serde_json::from_value(v["arousal_map"].clone())?;
+        map.check()?;
+        Ok(map)
+    }
+
+    pub fn check(&self) -> anyhow::Result<()> {
+        let d = cue_map_inputs().len();
+        if self.inputs != cue_map_inputs() || self.mean.len() != d || self.std.len() != d || self.w.len() != d + 1 {
+            anyhow::bail!("audio cue map does not match this build's cues");
+        }
+        if self.mean.iter().chain(&self.std).chain(&self.w).any(|x| !x.is_finite()) || self.std.iter().any(|&s| s <= 0.0) {
+            anyhow::bail!("audio cue map has non-finite or zero-spread values");
+        }
+        Ok(())
+    }
+
+    /// Arousal from the model's reading and the cues, in [-1, 1] (the model's arousal when
+    /// anything is not finite).
+    pub fn arousal(&self, valence: f32, arousal: f32, cues: &[f32; 2 * NUM_CUES]) -> f32 {
+        let x = [valence, arousal].into_iter().chain(cues.iter().copied());
+        let mut y = self.w[0];
+        for (j, v) in x.enumerate() {
+            y += self.w[j + 1] * (v as f64 - self.mean[j]) / self.std[j];
+        }
+        if y.is_finite() { (y as f32).clamp(-1.0, 1.0) } else { arousal }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn live_cues_match_the_offline_frames() {
+        let audio: Vec<f32> = (0..22_050 * 3).map(|i| (i as f32 * 0.07).sin() * ((i / 5000) % 3) as f32 * 0.2).collect();
+        let mut off = CueAnalyzer::new();
+        let whole = off.frames(&audio);
+        let mut live = LiveCues::new(10.0);
+        for chunk in audio.chunks(777) {
+            live.push(chunk);
+        }
+        let n = live.frames.energy.len();
+        assert!(n + 3 >= whole.energy.len() && n > 100);
+        for k in 0..n {
+            assert!((live.frames.energy[k] - whole.energy[k]).abs() < 1e-6);
+            assert!((live.frames.flux[k] - whole.flux[k]).abs() < 1e-3, "{k}");
+        }
+        let c = live.bar_cues(13.0, 1.0);
+        assert!(c.iter().all(|x| x.is_finite()));
+    }
+
+    #[test]
+    fn the_committed_cue_map_loads_and_stays_in_range() {
+        let map = CueMap::embedded().expect("models/audio_cues.json");
+        let loud = [-10.0, 6.0, 80.0, 4.0, -12.0, 5.0, 70.0, 4.0];
+        let quiet = [-40.0, 0.5, 5.0, 2.0, -40.0, 0.5, 5.0, 2.0];
+        for cues in [loud, quiet] {
+            let a = map.arousal(0.1, 0.2, &cues);
+            assert!(a.is_finite() && (-1.0..=1.0).contains(&a));
+        }
+        assert_eq!(map.arousal(f32::NAN, 0.3, &quiet), 0.3);
+    }
 
     fn tone(hz: f32, amp: f32, secs: f32) -> Vec<f32> {
         let sr = CUE_SAMPLE_RATE_HZ as f32;

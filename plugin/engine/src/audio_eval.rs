@@ -57,6 +57,8 @@ pub struct AudioEvalReport {
     /// valence and arousal with cues.
     pub weights_valence: Vec<f64>,
     pub weights_arousal: Vec<f64>,
+    /// The arousal map with cues, for the live path (`models/audio_cues.json`).
+    pub arousal_map: crate::audio_cues::CueMap,
     pub notes_heard_per_source_note: f64,
     pub seconds: f64,
 }
@@ -263,16 +265,18 @@ pub fn eval_audio_input(
         arousal_r: pearson(pred_a, &truth(&test_r, 1)),
     };
     const LAMBDA: f64 = 0.01;
-    let fit_and_score = |with_cues: bool| -> (Scores, Vec<f64>, Vec<f64>) {
+    let fit_and_score = |with_cues: bool| -> (Scores, Ridge, Ridge) {
         let (xtr, xte) = (rows(&train_r, with_cues), rows(&test_r, with_cues));
         let mv = Ridge::fit(&xtr, &truth(&train_r, 0), LAMBDA);
         let ma = Ridge::fit(&xtr, &truth(&train_r, 1), LAMBDA);
         let pv: Vec<f64> = xte.iter().map(|r| mv.predict(r)).collect();
         let pa: Vec<f64> = xte.iter().map(|r| ma.predict(r)).collect();
-        (scores(&pv, &pa), mv.w, ma.w)
+        (scores(&pv, &pa), mv, ma)
     };
     let (refit, _, _) = fit_and_score(false);
-    let (refit_cues, wv, wa) = fit_and_score(true);
+    let (refit_cues, mv, ma) = fit_and_score(true);
+    let (wv, wa) = (mv.w.clone(), ma.w.clone());
+    let arousal_map = crate::audio_cues::CueMap { inputs: crate::audio_cues::cue_map_inputs(), mean: ma.mean, std: ma.std, w: ma.w };
     let source: usize = test_r.iter().chain(&train_r).map(|p| p.num_source_notes).sum();
     let heard: usize = test_r.iter().chain(&train_r).map(|p| p.num_heard_notes).sum();
     Ok(AudioEvalReport {
@@ -286,6 +290,7 @@ pub fn eval_audio_input(
         cue_names: CUE_NAMES.iter().map(|s| s.to_string()).chain(CUE_NAMES.iter().map(|s| format!("{s}_mean4"))).collect(),
         weights_valence: wv,
         weights_arousal: wa,
+        arousal_map,
         notes_heard_per_source_note: heard as f64 / source.max(1) as f64,
         seconds: started.elapsed().as_secs_f64(),
     })

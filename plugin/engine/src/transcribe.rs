@@ -715,6 +715,8 @@ pub struct StreamingTranscriber {
     decided_until: usize,
     /// Notes handed out whose ends are not settled: (pitch, start frame, last known end).
     open: Vec<(u8, usize, usize)>,
+    /// Audio cues of the same 22 050 Hz stream (loudness, onsets, flux, brightness).
+    cues: crate::audio_cues::LiveCues,
     /// Model runs and their total time, for the real-time factor.
     pub num_runs: u64,
     pub run_time_s: f64,
@@ -763,6 +765,7 @@ impl StreamingTranscriber {
             window: vec![0.0; WINDOW_SAMPLES],
             decided_until: 0,
             open: Vec::new(),
+            cues: crate::audio_cues::LiveCues::new(start_s),
             num_runs: 0,
             run_time_s: 0.0,
             audio_time_s: 0.0,
@@ -780,6 +783,7 @@ impl StreamingTranscriber {
         use rubato::Resampler;
         use rubato::audioadapter_buffers::direct::InterleavedSlice;
         self.audio_time_s += samples.len() as f64 / self.host_rate_hz as f64;
+        let from = self.audio.len();
         match self.resampler.as_mut() {
             None => self.audio.extend(samples.iter().map(|&x| if x.is_finite() { x } else { 0.0 })),
             Some(r) => {
@@ -799,6 +803,7 @@ impl StreamingTranscriber {
                 self.pending_in.drain(..used);
             }
         }
+        self.cues.push(&self.audio[from..]);
         // Run every window whose audio is complete.
         loop {
             let start = (self.next_frame * FFT_HOP) as i64 - (STREAM_KEEP_START * FFT_HOP) as i64;
@@ -893,6 +898,11 @@ impl StreamingTranscriber {
         for (pitch, _, end) in std::mem::take(&mut self.open) {
             out.push(StreamEvent { on: false, pitch, velocity: 0, time_s: self.frame_time_s(end) });
         }
+    }
+
+    /// The cues of the bar ending at `now_s` and their 4-bar mean (see [`crate::audio_cues::CueMap`]).
+    pub fn bar_cues(&mut self, now_s: f64, bar_s: f64) -> [f32; 2 * crate::audio_cues::NUM_CUES] {
+        self.cues.bar_cues(now_s, bar_s)
     }
 
     /// Model time over audio time so far.

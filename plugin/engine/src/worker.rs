@@ -146,6 +146,15 @@ fn run(config: WorkerConfig, shared: &Shared, mut ends: WorkerEnds, stop: &Atomi
     };
     shared.transcriber_ready.store(basic_pitch.is_some(), Ordering::Release);
     let mut audio_in = AudioIn::default();
+    // Arousal from audio cues while the input is audio (see audio_cues.rs); without the map the
+    // model's own reading is used.
+    let cue_map = match crate::audio_cues::CueMap::embedded() {
+        Ok(m) => Some(m),
+        Err(e) => {
+            append_status(shared, &format!("audio transcription without audio cues: {e:#}"));
+            None
+        }
+    };
 
     let mut live = LiveEstimator::new();
     let mut roll_scratch = Vec::with_capacity(256);
@@ -193,7 +202,13 @@ fn run(config: WorkerConfig, shared: &Shared, mut ends: WorkerEnds, stop: &Atomi
                     let ctx = live.context(now_s, now_beats, tempo, bar_len);
                     match m.predict_into(std::slice::from_ref(&ctx.input), &mut raw_out) {
                         Ok(()) if raw_out.len() == 1 => {
-                            let est = live.update(&ctx, raw_out[0], now_s, now_beats, bar_len);
+                            let mut reading = raw_out[0];
+                            if let (Some(map), Some(t)) = (cue_map.as_ref(), audio_in.transcriber.as_mut()) {
+                                let bar_s = bar_len * 60.0 / if tempo.is_finite() && tempo > 0.0 { tempo } else { 120.0 };
+                                let cues = t.bar_cues(now_s, bar_s);
+                                reading.1 = map.arousal(reading.0, reading.1, &cues);
+                            }
+                            let est = live.update(&ctx, reading, now_s, now_beats, bar_len);
                             shared.publish_estimate(est.valence, est.arousal, est.confidence);
                             if let Some((v, a)) = est.bar_done {
                                 shared.push_trail(v, a);

@@ -69,10 +69,11 @@ USAGE:
         Measure how the continuation model obeys its faders and targets (default primers: the
         built-in demo's three moods and the whole demo; --heldout adds 8-bar openings of six
         pieces of the validation split, which the model never saw).
-    moodfader eval-audio [--data DIR] [--train N] [--test N] [-o OUT.json]
+    moodfader eval-audio [--data DIR] [--train N] [--test N] [-o OUT.json] [--write-map FILE]
         How the estimator hears audio: labelled VGMIDI pieces rendered by the built-in voice and
         transcribed, against the same pieces read from MIDI, and what audio cues (loudness, onset
-        rate, flux, brightness) add; scored on the emotion model's held-out pieces.
+        rate, flux, brightness) add; scored on the emotion model's held-out pieces. --write-map
+        also writes the report as the live arousal map (models/audio_cues.json).
     moodfader eval-calibration [--data DIR] [-o OUT.json]
         What personal calibration buys on VGMIDI's individual listener curves (held-out pieces).
     moodfader --help | --version
@@ -597,7 +598,7 @@ fn eval_continuation(args: &[String]) -> Result<()> {
 
 fn eval_audio(args: &[String]) -> Result<()> {
     use std::io::IsTerminal;
-    let a = parse(args, &["--data", "--train", "--test", "-o"], &[])?;
+    let a = parse(args, &["--data", "--train", "--test", "-o", "--write-map"], &[])?;
     let data = a.value("--data").map(PathBuf::from).unwrap_or_else(data_dir);
     let count = |flag: &str, default: usize| -> Result<usize> {
         match a.value(flag) {
@@ -618,6 +619,9 @@ fn eval_audio(args: &[String]) -> Result<()> {
         eprintln!();
     }
     let json = serde_json::to_string_pretty(&report)?;
+    if let Some(map) = a.value("--write-map") {
+        write_atomically(Path::new(map), json.as_bytes())?;
+    }
     if let Some(out) = a.value("-o") {
         write_atomically(Path::new(out), json.as_bytes())?;
     }
