@@ -72,24 +72,26 @@ pub fn unpack_cached(bytes: &[u8], dir_prefix: &str, file_name: &str) -> Result<
     Ok(path)
 }
 
-fn dev_cache_candidates() -> Vec<PathBuf> {
+/// Where `cargo xtask setup` puts `file_name` (`target/moodfader-runtime/`).
+pub(crate) fn dev_cache_candidates(file_name: &str) -> Vec<PathBuf> {
     let mut out = Vec::new();
     if let Some(dir) = std::env::var_os("CARGO_TARGET_DIR") {
-        out.push(PathBuf::from(dir).join("moodfader-runtime").join(ORT_LIB_FILE));
+        out.push(PathBuf::from(dir).join("moodfader-runtime").join(file_name));
     }
     // plugin/engine → workspace root/target
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
     if let Some(root) = manifest.parent().and_then(Path::parent) {
-        out.push(root.join("target").join("moodfader-runtime").join(ORT_LIB_FILE));
+        out.push(root.join("target").join("moodfader-runtime").join(file_name));
     }
     out
 }
 
-fn beside_binary_candidates() -> Vec<PathBuf> {
+/// `file_name` next to the running executable.
+pub(crate) fn beside_binary_candidates(file_name: &str) -> Vec<PathBuf> {
     let mut out = Vec::new();
     if let Ok(exe) = std::env::current_exe()
         && let Some(dir) = exe.parent() {
-            out.push(dir.join(ORT_LIB_FILE));
+            out.push(dir.join(file_name));
         }
     out
 }
@@ -107,7 +109,7 @@ pub fn locate_runtime(embedded: Option<EmbeddedRuntime>) -> Result<PathBuf> {
     if let (Some(e), false) = (embedded, no_embedded) {
         return unpack_cached(e.lib, "runtime", ORT_LIB_FILE).context("cannot unpack the embedded ONNX Runtime");
     }
-    for p in beside_binary_candidates().into_iter().chain(dev_cache_candidates()) {
+    for p in beside_binary_candidates(ORT_LIB_FILE).into_iter().chain(dev_cache_candidates(ORT_LIB_FILE)) {
         if p.is_file() {
             return Ok(p);
         }

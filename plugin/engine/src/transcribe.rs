@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, anyhow, bail};
 
-use crate::runtime::{EmbeddedRuntime, session_from_bytes_with_threads, sha256_hex};
+use crate::runtime::{EmbeddedRuntime, beside_binary_candidates, dev_cache_candidates, session_from_bytes_with_threads, sha256_hex};
 
 /// The model's sample rate.
 pub const MODEL_SAMPLE_RATE_HZ: u32 = 22_050;
@@ -101,12 +101,6 @@ impl Activations {
     pub fn num_frames(&self) -> usize {
         self.note.len() / NUM_PITCHES
     }
-
-    fn clear(&mut self) {
-        self.note.clear();
-        self.onset.clear();
-        self.contour.clear();
-    }
 }
 
 /// A decoded note in model frames: `[start, end)`, MIDI pitch, mean activation in [0, 1].
@@ -132,22 +126,6 @@ pub struct TranscribedNote {
     pub bends: Vec<i16>,
 }
 
-impl TranscribedNote {
-    /// As an engine note with beats at `tempo_bpm` on channel 0.
-    pub fn to_note(&self, tempo_bpm: f64) -> crate::Note {
-        let beats_per_s = tempo_bpm / 60.0;
-        crate::Note {
-            onset_s: self.start_s,
-            dur_s: (self.end_s - self.start_s).max(0.0),
-            onset_beats: self.start_s * beats_per_s,
-            dur_beats: (self.end_s - self.start_s).max(0.0) * beats_per_s,
-            pitch: self.pitch,
-            velocity: self.velocity.max(1),
-            channel: 0,
-        }
-    }
-}
-
 /// Where the model came from, for status lines.
 #[derive(Debug, Clone)]
 pub enum ModelSource {
@@ -168,23 +146,6 @@ impl std::fmt::Debug for BasicPitch {
     }
 }
 
-fn candidate_files() -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    if let Ok(exe) = std::env::current_exe()
-        && let Some(dir) = exe.parent()
-    {
-        out.push(dir.join(MODEL_FILE));
-    }
-    if let Some(dir) = std::env::var_os("CARGO_TARGET_DIR") {
-        out.push(PathBuf::from(dir).join("moodfader-runtime").join(MODEL_FILE));
-    }
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-    if let Some(root) = manifest.parent().and_then(Path::parent) {
-        out.push(root.join("target").join("moodfader-runtime").join(MODEL_FILE));
-    }
-    out
-}
-
 impl BasicPitch {
     /// Finds and loads the model: `MOODFADER_BASIC_PITCH`, else the copy embedded in the plugin,
     /// else `nmp.onnx` beside the executable, else `cargo xtask setup`'s cache. ONNX Runtime must
@@ -202,7 +163,7 @@ impl BasicPitch {
         if let Some(e) = embedded.filter(|e| !e.basic_pitch.is_empty()) {
             return Self::from_bytes(e.basic_pitch, ModelSource::Embedded, intra_threads);
         }
-        for p in candidate_files() {
+        for p in beside_binary_candidates(MODEL_FILE).into_iter().chain(dev_cache_candidates(MODEL_FILE)) {
             if p.is_file() {
                 return Self::load_file(&p, intra_threads);
             }
@@ -365,6 +326,16 @@ pub fn notes_from_activations(act: &Activations, params: &NoteParams) -> Vec<Fra
         }
         ((from..to).map(|t| frames[at(t, p)] as f64).sum::<f64>() / n as f64) as f32
     };
+    // A note takes its frames' energy, and its neighbours', away from later notes.
+    let clear = |remaining: &mut [f64], t: usize, p: usize| {
+        remaining[at(t, p)] = 0.0;
+        if p < MAX_FREQ_IDX {
+            remaining[at(t, p + 1)] = 0.0;
+        }
+        if p > 0 {
+            remaining[at(t, p - 1)] = 0.0;
+        }
+    };
     let mut notes = Vec::new();
     for &(start, p) in peaks.iter().rev() {
         if start + 1 >= n_frames {
@@ -385,13 +356,7 @@ pub fn notes_from_activations(act: &Activations, params: &NoteParams) -> Vec<Fra
             continue;
         }
         for t in start..i {
-            remaining[at(t, p)] = 0.0;
-            if p < MAX_FREQ_IDX {
-                remaining[at(t, p + 1)] = 0.0;
-            }
-            if p > 0 {
-                remaining[at(t, p - 1)] = 0.0;
-            }
+            clear(&mut remaining, t, p);
         }
         notes.push(FrameNote { start_frame: start, end_frame: i, pitch: p as u8 + MIDI_OFFSET, amplitude: mean_of(start, i, p) });
     }
@@ -409,15 +374,6 @@ pub fn notes_from_activations(act: &Activations, params: &NoteParams) -> Vec<Fra
             (best, best_p)
         };
         let mut maxima: Vec<(f64, usize)> = (0..n_frames).map(|t| row_max(&remaining, t)).collect();
-        let clear = |remaining: &mut [f64], t: usize, p: usize| {
-            remaining[at(t, p)] = 0.0;
-            if p < MAX_FREQ_IDX {
-                remaining[at(t, p + 1)] = 0.0;
-            }
-            if p > 0 {
-                remaining[at(t, p - 1)] = 0.0;
-            }
-        };
         loop {
             let (mut best, mut i_mid) = (f64::NEG_INFINITY, 0usize);
             for (t, &(m, _)) in maxima.iter().enumerate() {
@@ -709,7 +665,6 @@ pub struct StreamingTranscriber {
     /// Decoded frames; `frames.note[0]` is stream frame `frames_base`.
     frames: Activations,
     frames_base: usize,
-    region: Activations,
     window: Vec<f32>,
     /// Onsets before this frame are decided.
     decided_until: usize,
@@ -761,7 +716,6 @@ impl StreamingTranscriber {
             next_frame: 0,
             frames: Activations::default(),
             frames_base: 0,
-            region: Activations::default(),
             window: vec![0.0; WINDOW_SAMPLES],
             decided_until: 0,
             open: Vec::new(),
@@ -844,10 +798,7 @@ impl StreamingTranscriber {
             self.frames.contour.drain(..drop * NUM_CONTOUR_BINS);
             self.frames_base = region_start;
         }
-        self.region.clear();
-        self.region.note.extend_from_slice(&self.frames.note);
-        self.region.onset.extend_from_slice(&self.frames.onset);
-        let mut notes = notes_from_activations(&self.region, &self.params);
+        let mut notes = notes_from_activations(&self.frames, &self.params);
         notes.sort_by_key(|n| (n.start_frame, n.pitch));
         let decide_limit = end.saturating_sub(STREAM_GUARD_FRAMES).max(self.decided_until);
         let settled_end = end.saturating_sub(self.params.energy_tol_frames + 2);
