@@ -9,7 +9,8 @@ feature CSV written by `moodfader export-features` (for the emotion-to-attribute
 
 What it does, in order:
   1. Loads the sequences; the split (train/valid, by piece) is the one the exporter wrote.
-  2. Trains (or resumes from --work/checkpoint.pt) with AdamW and a cosine schedule on windows of
+  2. Trains (or resumes from --work/checkpoint.pt, else from the committed weights in --resume,
+     whose optimiser state is rebuilt with a short warm-up) with AdamW and a cosine schedule on windows of
      CONTEXT tokens that start at a bar line; the loss skips PAD and the attribute tokens (the
      sampler forces those). Stops after --steps total steps or --minutes of wall time, whichever
      comes first, checkpointing every --checkpoint-every steps and at the end.
@@ -47,6 +48,7 @@ ONNX_IR_VERSION = 8
 PARITY_ATOL = 2e-3
 BRIDGE_MAX_STRETCH = 2.0
 QUANT_MAX_LOSS_INCREASE = 0.03  # nats per token the int8 file may lose against float32
+REWARM = 200  # warm-up steps after resuming from weights only
 
 # Architecture (kept small: the sampler runs on one core inside a plugin).
 D_MODEL = 192
@@ -436,6 +438,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     ap.add_argument("--checkpoint-every", type=int, default=500)
     ap.add_argument("--export-only", action="store_true", help="export the checkpoint, do not train")
+    ap.add_argument("--resume", default="", help="committed weights-only checkpoint: read when --work has none, rewritten after training")
     ap.add_argument("--no-quantize", dest="quantize", action="store_false", help="always ship float32")
     args = ap.parse_args()
     if args.threads:
@@ -461,6 +464,7 @@ def main() -> None:
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.05}, {"params": no_decay, "weight_decay": 0.0}], lr=args.lr, betas=(0.9, 0.98))
     ckpt_path = os.path.join(args.work, "checkpoint.pt")
     step, history, tokens_seen, train_seconds = 0, [], 0, 0.0
+    rewarm_from = None
     rng = np.random.default_rng(args.seed)
     if os.path.exists(ckpt_path):
         ck = torch.load(ckpt_path, weights_only=False)
@@ -472,6 +476,18 @@ def main() -> None:
         train_seconds = ck.get("train_seconds", 0.0)
         rng = np.random.default_rng(args.seed + step)
         log(f"resumed from {ckpt_path} at step {step} ({tokens_seen} tokens, {train_seconds / 60:.1f} min trained)")
+    elif args.resume and os.path.exists(args.resume):
+        # The repository keeps weights only (a quarter of the size); AdamW's moments start again,
+        # so the learning rate warms up again over REWARM steps.
+        ck = torch.load(args.resume, weights_only=False)
+        if ck["vocab"] != vocab or ck["arch"] != arch_dict():
+            raise SystemExit(f"{args.resume}: committed checkpoint is for another vocabulary or architecture; move it away")
+        model.load_state_dict({k: v.float() for k, v in ck["model"].items()})
+        step, history, tokens_seen = ck["step"], ck["history"], ck["tokens_seen"]
+        train_seconds = ck.get("train_seconds", 0.0)
+        rewarm_from = step
+        rng = np.random.default_rng(args.seed + step)
+        log(f"resumed weights from {args.resume} at step {step} ({train_seconds / 60:.1f} min trained); optimiser state rebuilt")
     log(f"model: {n_params} parameters, d={D_MODEL} layers={N_LAYERS} heads={N_HEADS} ff={D_FF} context={CONTEXT}")
 
     def save():
@@ -489,7 +505,8 @@ def main() -> None:
         run_start = time.time()
         last_log = time.time()
         while step < args.steps and (time.time() - run_start) / 60 < args.minutes:
-            lr = args.lr * min(1.0, (step + 1) / warmup) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(step / args.steps, 1.0))))
+            warm = (step + 1) / warmup if rewarm_from is None else (step - rewarm_from + 1) / REWARM
+            lr = args.lr * min(1.0, warm) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(step / args.steps, 1.0))))
             for g in opt.param_groups:
                 g["lr"] = lr
             ts = time.time()
@@ -510,6 +527,16 @@ def main() -> None:
                 log(f"step {step}: valid loss {vl:.4f} (train {float(l):.3f}); checkpoint")
                 save()
         save()
+        if args.resume:
+            tmp = args.resume + ".tmp"
+            os.makedirs(os.path.dirname(os.path.abspath(args.resume)), exist_ok=True)
+            torch.save(
+                {"model": model.state_dict(), "step": step, "history": history, "tokens_seen": tokens_seen,
+                 "train_seconds": train_seconds, "vocab": vocab, "arch": arch_dict()},
+                tmp,
+            )
+            os.replace(tmp, args.resume)
+            log(f"wrote the weights-only checkpoint {args.resume} ({os.path.getsize(args.resume)} bytes) for the next session")
 
     vl = valid_loss(model, vwin, attr_base)
     log(f"final valid loss {vl:.4f} at step {step}")

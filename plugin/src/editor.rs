@@ -4,17 +4,22 @@
 //! Thread: gui. Reads the estimate and status from [`Shared`]; writes parameters only through
 //! nice-plug's `ParamSetter` with begin/set/end gestures, so hosts record automation.
 
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use atomic_float::AtomicF32;
 
 use moodfader_engine::{Attribute, Shared, WorkerStatus};
 use nice_plug::context::gui::GuiContext;
 use nice_plug::prelude::*;
 use egui::{self, Align2, Color32, FontId, Pos2, Rect, Sense, Stroke, Vec2};
-use nice_plug_egui::{EguiEditor, EguiNiceSettings, NiceEguiApp, RepaintNotifier, create_egui_editor};
+use nice_plug::editor::dpi::{LogicalSize, NativeSize};
+use nice_plug::editor::{Editor, HostMethods, ParentWindowHandle, ResizeHint, SpawnedEditor};
+use nice_plug_egui::resizable_window::ResizableWindow;
+use nice_plug_egui::{EguiEditor, EguiEditorHandle, EguiEditorState, EguiNiceSettings, NiceEguiApp, RepaintNotifier, create_egui_editor};
 
-use crate::params::{MoodfaderParams, TriggerMode};
+use crate::params::{EDITOR_MAX, EDITOR_MIN, MoodfaderParams, TriggerMode, clamp_panel_size};
 
 /// One palette for the whole panel.
 mod palette {
@@ -55,16 +60,88 @@ pub struct App {
     /// What the last export did (path written, or why not).
     export_message: String,
     calibrate: CalibrateState,
+    /// The window's last scale factor (physical pixels per logical pixel), shared with
+    /// [`PanelEditor`] so it can report the size in the host's native pixels.
+    scale: Arc<AtomicF32>,
 }
 
-pub fn create(params: Arc<MoodfaderParams>, shared: Arc<Shared>) -> Option<EguiEditor<App>> {
-    let settings = EguiNiceSettings {
-        title: "Moodfader".into(),
-        resize_hint: ResizeHint { can_resize: true, ..ResizeHint::NON_RESIZABLE },
-        ..Default::default()
-    };
-    let state = params.editor_state.clone();
-    create_egui_editor(state, RepaintNotifier::new(), settings, App { params, shared, gui: None, export_message: String::new(), calibrate: CalibrateState::default() })
+/// The editor the wrapper holds for the plugin's lifetime. It builds a fresh egui editor each time
+/// the host opens the panel, at the size saved in the project (`panel_size`), because the wrapper
+/// creates the editor before the host restores the project's state.
+pub struct PanelEditor {
+    params: Arc<MoodfaderParams>,
+    shared: Arc<Shared>,
+    scale: Arc<AtomicF32>,
+    /// The egui editor of the panel that is (or was last) open.
+    open: Mutex<Option<EguiEditor<App>>>,
+}
+
+/// How the host may resize the panel: both axes, within [`EDITOR_MIN`]..[`EDITOR_MAX`].
+pub fn resize_hint() -> ResizeHint {
+    ResizeHint::RESIZABLE.with_min_max_logical_size(
+        Some(LogicalSize::new(EDITOR_MIN[0], EDITOR_MIN[1])),
+        Some(LogicalSize::new(EDITOR_MAX[0], EDITOR_MAX[1])),
+    )
+}
+
+/// The panel's saved logical size in the host's native pixels (physical on Linux and Windows).
+pub fn native_panel_size(logical: [f32; 2], scale: f32) -> NativeSize<u32> {
+    let [w, h] = clamp_panel_size(logical);
+    let scale = if scale.is_finite() && scale > 0.0 { scale } else { 1.0 };
+    NativeSize::from_size(LogicalSize::new(w as f64, h as f64).into(), scale as f64)
+}
+
+pub fn create(params: Arc<MoodfaderParams>, shared: Arc<Shared>) -> Option<PanelEditor> {
+    Some(PanelEditor { params, shared, scale: Arc::new(AtomicF32::new(1.0)), open: Mutex::new(None) })
+}
+
+impl PanelEditor {
+    fn saved_size(&self) -> [f32; 2] {
+        clamp_panel_size(*self.params.panel_size.read().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+impl Editor for PanelEditor {
+    type Handle = EguiEditorHandle;
+
+    fn spawn(
+        &self,
+        parent: Option<ParentWindowHandle>,
+        wait_for_parent: bool,
+        fallback_scale_factor: Option<f64>,
+        gui_context: GuiContext,
+        host: Option<HostMethods>,
+    ) -> Result<SpawnedEditor<Self::Handle>, Box<dyn std::error::Error>> {
+        let [w, h] = self.saved_size();
+        let state = EguiEditorState::from_size(LogicalSize::new(w as f64, h as f64), 1.0);
+        let settings = EguiNiceSettings { title: "Moodfader".into(), resize_hint: resize_hint(), ..Default::default() };
+        let app = App {
+            params: self.params.clone(),
+            shared: self.shared.clone(),
+            gui: None,
+            export_message: String::new(),
+            calibrate: CalibrateState::default(),
+            scale: self.scale.clone(),
+        };
+        let editor = create_egui_editor(state, RepaintNotifier::new(), settings, app).ok_or("the panel could not be created")?;
+        let spawned = editor.spawn(parent, wait_for_parent, fallback_scale_factor, gui_context, host)?;
+        *self.open.lock().unwrap_or_else(|e| e.into_inner()) = Some(editor);
+        Ok(spawned)
+    }
+
+    fn size(&self) -> NativeSize<u32> {
+        native_panel_size(self.saved_size(), self.scale.load(Ordering::Relaxed))
+    }
+
+    fn resize_hint(&self) -> ResizeHint {
+        resize_hint()
+    }
+
+    fn track_info_updated(&self, info: TrackInfo) {
+        if let Some(editor) = self.open.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+            editor.track_info_updated(info);
+        }
+    }
 }
 
 impl NiceEguiApp for App {
@@ -89,7 +166,22 @@ impl NiceEguiApp for App {
         ui.ctx().request_repaint_after(Duration::from_millis(33));
         let full = ui.max_rect();
         ui.painter().rect_filled(full, 0.0, palette::BG);
-        egui::Frame::new().inner_margin(14.0).show(ui, |ui| self.panel(ui, &setter));
+        // A corner to drag in hosts that give plugin windows no frame of their own.
+        ResizableWindow::new("moodfader-panel")
+            .min_size(Vec2::new(EDITOR_MIN[0], EDITOR_MIN[1]))
+            .max_size(Vec2::new(EDITOR_MAX[0], EDITOR_MAX[1]))
+            .show(ui, |ui| {
+                egui::Frame::new().inner_margin(14.0).show(ui, |ui| self.panel(ui, &setter));
+            });
+    }
+
+    /// The host or the corner resized the window: remember the size with the project.
+    fn resized(&mut self, size: nice_plug_egui::baseview::WindowSize) {
+        if size.scale_factor.is_finite() && size.scale_factor > 0.0 {
+            self.scale.store(size.scale_factor as f32, Ordering::Relaxed);
+        }
+        let logical = clamp_panel_size([size.logical.width as f32, size.logical.height as f32]);
+        *self.params.panel_size.write().unwrap_or_else(|e| e.into_inner()) = logical;
     }
 }
 
@@ -136,7 +228,16 @@ impl App {
         ui.horizontal(|ui| {
             for (label, with_heard) in [("Export continuation", false), ("Export heard + continuation", true)] {
                 if ui.button(label).on_hover_text("save as a Standard MIDI File with the host's tempo and meter").clicked() {
-                    self.export_message = export_midi(&self.shared, &self.params, with_heard);
+                    // baseview offers no drag source on any platform, so no drag-out: the file's
+                    // path goes to the clipboard instead, to paste into a DAW's or a file
+                    // manager's open dialog.
+                    self.export_message = match export_midi(&self.shared, &self.params, with_heard) {
+                        Ok(path) => {
+                            ui.ctx().copy_text(path.display().to_string());
+                            format!("saved {} (path copied)", path.display())
+                        }
+                        Err(why) => why,
+                    };
                 }
             }
             ui.label(egui::RichText::new(&self.export_message).color(palette::MUTED));
@@ -170,7 +271,8 @@ pub fn add_calibration_point(params: &MoodfaderParams, shared: &Shared, felt: (f
 }
 
 fn pad(ui: &mut egui::Ui, params: &MoodfaderParams, shared: &Shared, setter: &ParamSetter, cal: &mut CalibrateState) {
-    let side = (ui.available_height() - 56.0).min(ui.available_width() - 440.0).clamp(200.0, 420.0);
+    // The pad grows with the window; the piano roll and the status rows keep ~220 px below it.
+    let side = (ui.available_height() - 220.0).min(ui.available_width() - 440.0).clamp(200.0, 900.0);
     let (rect, response) = ui.allocate_exact_size(Vec2::splat(side), Sense::click_and_drag());
     let painter = ui.painter_at(rect);
     painter.rect_filled(rect, 6.0, palette::PANEL);
@@ -238,13 +340,14 @@ fn pad(ui: &mut egui::Ui, params: &MoodfaderParams, shared: &Shared, setter: &Pa
 
 fn faders(ui: &mut egui::Ui, params: &MoodfaderParams, setter: &ParamSetter) {
     ui.label(egui::RichText::new("Attributes").color(palette::MUTED));
+    let fader_height = (ui.available_height() * 0.24).clamp(150.0, 420.0);
     ui.horizontal(|ui| {
         ui.spacing_mut().item_spacing.x = 6.0;
         for a in Attribute::ALL {
             let p = params.attributes.get(a);
             ui.vertical(|ui| {
                 ui.set_width(46.0);
-                let (rect, resp) = ui.allocate_exact_size(Vec2::new(28.0, 150.0), Sense::click_and_drag());
+                let (rect, resp) = ui.allocate_exact_size(Vec2::new(28.0, fader_height), Sense::click_and_drag());
                 let painter = ui.painter_at(rect);
                 let auto = p.auto.value();
                 painter.rect_filled(rect, 4.0, palette::PANEL);
@@ -369,21 +472,18 @@ pub fn export_dir() -> std::path::PathBuf {
 }
 
 /// Writes the roll's notes as a MIDI file (GUI thread); returns what to tell the user.
-fn export_midi(shared: &Shared, params: &MoodfaderParams, with_heard: bool) -> String {
+fn export_midi(shared: &Shared, params: &MoodfaderParams, with_heard: bool) -> Result<std::path::PathBuf, String> {
     let roll = shared.roll();
     let tempo = shared.tempo_bpm.load(Ordering::Relaxed);
     let meter = (shared.sig_num.load(Ordering::Relaxed), shared.sig_den.load(Ordering::Relaxed));
     let channel = (params.out_channel.value() - 1).clamp(0, 15) as u8;
     let Some(bytes) = moodfader_engine::compose::roll_to_smf(&roll, with_heard, tempo, meter, channel) else {
-        return "nothing to export yet".into();
+        return Err("nothing to export yet".into());
     };
     let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     let kind = if with_heard { "heard+continuation" } else { "continuation" };
     let path = export_dir().join(format!("moodfader-{kind}-{stamp}.mid"));
-    match moodfader_engine::export::write_atomically(&path, &bytes) {
-        Ok(()) => format!("saved {}", path.display()),
-        Err(e) => format!("{e:#}"),
-    }
+    moodfader_engine::export::write_atomically(&path, &bytes).map(|()| path).map_err(|e| format!("{e:#}"))
 }
 
 /// The bars heard (left of the playhead) and the continuation about to be played (right), with
@@ -392,7 +492,9 @@ fn piano_roll(ui: &mut egui::Ui, shared: &Shared) {
     use moodfader_engine::bridge::{ROLL_BARS_AFTER, ROLL_BARS_BEFORE};
     let roll = shared.roll();
     let width = ui.available_width().max(200.0);
-    let (rect, _) = ui.allocate_exact_size(Vec2::new(width, 110.0), Sense::hover());
+    // What the export row and the status lines below leave.
+    let height = (ui.available_height() - 78.0).clamp(110.0, 480.0);
+    let (rect, _) = ui.allocate_exact_size(Vec2::new(width, height), Sense::hover());
     let painter = ui.painter_at(rect);
     painter.rect_filled(rect, 6.0, palette::PANEL);
     let bar = if roll.bar_len_beats > 0.0 { roll.bar_len_beats } else { 4.0 };
@@ -493,6 +595,37 @@ fn status_line(ui: &mut egui::Ui, shared: &Shared) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn panel_resizes_on_both_axes_within_its_limits() {
+        let hint = resize_hint();
+        assert!(hint.can_resize && hint.can_resize_horizontally && hint.can_resize_vertically && !hint.preserve_aspect_ratio);
+        let current = NativeSize::new(960u32, 700u32);
+        // A host asking for something tiny or huge gets the nearest size the panel allows.
+        assert_eq!(hint.adjust_size(NativeSize::new(100, 100), current, 1.0), NativeSize::new(760, 600));
+        assert_eq!(hint.adjust_size(NativeSize::new(9000, 9000), current, 1.0), NativeSize::new(2560, 1800));
+        assert_eq!(hint.adjust_size(NativeSize::new(1200, 900), current, 1.0), NativeSize::new(1200, 900));
+        // At 2x the limits are in physical pixels.
+        assert_eq!(hint.adjust_size(NativeSize::new(100, 100), current, 2.0), NativeSize::new(1520, 1200));
+    }
+
+    #[test]
+    fn saved_panel_size_is_reported_in_native_pixels_and_sanitised() {
+        assert_eq!(native_panel_size([1200.0, 820.0], 1.0), NativeSize::new(1200, 820));
+        assert_eq!(native_panel_size([1200.0, 820.0], 1.5), NativeSize::new(1800, 1230));
+        assert_eq!(native_panel_size([1200.0, 820.0], f32::NAN), NativeSize::new(1200, 820));
+        assert_eq!(native_panel_size([f32::NAN, 0.0], 1.0), NativeSize::new(960, 700));
+        assert_eq!(native_panel_size([10.0, 1e9], 1.0), NativeSize::new(760, 1800));
+    }
+
+    #[test]
+    fn editor_reports_the_saved_size_before_the_panel_opens() {
+        let params = Arc::new(MoodfaderParams::default());
+        let editor = create(params.clone(), Arc::new(Shared::default())).unwrap();
+        assert_eq!(editor.size(), NativeSize::new(960, 700));
+        *params.panel_size.write().unwrap() = [1440.0, 900.0];
+        assert_eq!(editor.size(), NativeSize::new(1440, 900));
+    }
 
     #[test]
     fn calibrate_gesture_fits_applies_and_is_saved() {

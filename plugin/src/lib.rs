@@ -114,7 +114,7 @@ impl Plugin for Moodfader {
 
     type SysExMessage = ();
     type BackgroundTask = ();
-    type Editor = nice_plug_egui::EguiEditor<editor::App>;
+    type Editor = editor::PanelEditor;
 
     fn params(&self) -> Arc<dyn Params> {
         self.params.clone()

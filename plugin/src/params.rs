@@ -7,11 +7,20 @@ use std::sync::Arc;
 
 use moodfader_engine::Attribute;
 use nice_plug::prelude::*;
-use nice_plug_egui::EguiEditorState;
 
-/// Panel size in logical pixels at zoom 1.
+/// Panel size in logical pixels at zoom 1: the size a new instance opens at.
 pub const EDITOR_WIDTH: u32 = 960;
 pub const EDITOR_HEIGHT: u32 = 700;
+/// The smallest and largest panel (logical pixels) the host or the resize corner may make.
+pub const EDITOR_MIN: [f32; 2] = [760.0, 600.0];
+pub const EDITOR_MAX: [f32; 2] = [2560.0, 1800.0];
+
+/// A saved panel size brought within [`EDITOR_MIN`]..[`EDITOR_MAX`] (a damaged project's NaN or
+/// zero gives the default size).
+pub fn clamp_panel_size(size: [f32; 2]) -> [f32; 2] {
+    let default = [EDITOR_WIDTH as f32, EDITOR_HEIGHT as f32];
+    std::array::from_fn(|i| if size[i].is_finite() && size[i] > 0.0 { size[i].clamp(EDITOR_MIN[i], EDITOR_MAX[i]) } else { default[i] })
+}
 
 #[derive(Enum, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TriggerMode {
@@ -120,8 +129,10 @@ fn signed(v: f32) -> String {
 
 #[derive(Params)]
 pub struct MoodfaderParams {
-    /// Panel size and zoom (nice-plug-egui 0.6 cannot persist it yet).
-    pub editor_state: Arc<EguiEditorState>,
+    /// The panel's size in logical pixels, saved with the project: the panel reopens at the size
+    /// the user last dragged it to (GUI thread only).
+    #[persist = "panel-size"]
+    pub panel_size: std::sync::RwLock<[f32; 2]>,
     /// The listener's calibration points, each (estimate valence, estimate arousal, felt valence,
     /// felt arousal): saved with the project, fitted again on load.
     #[persist = "calibration"]
@@ -175,10 +186,7 @@ impl Default for MoodfaderParams {
     fn default() -> Self {
         Self {
             calibration_points: std::sync::RwLock::new(Vec::new()),
-            editor_state: EguiEditorState::from_size(
-                nice_plug::editor::dpi::LogicalSize::new(EDITOR_WIDTH as f64, EDITOR_HEIGHT as f64),
-                1.0,
-            ),
+            panel_size: std::sync::RwLock::new([EDITOR_WIDTH as f32, EDITOR_HEIGHT as f32]),
             target_valence: FloatParam::new("Target valence", 0.0, FloatRange::Linear { min: -1.0, max: 1.0 })
                 .with_step_size(0.01)
                 .with_value_to_string(Arc::new(signed)),

@@ -22,6 +22,7 @@ use crate::hash_param_id;
 use clack_extensions::audio_ports::{
     AudioPortInfoBuffer, AudioPortRescanFlags, HostAudioPorts, HostAudioPortsImpl, PluginAudioPorts,
 };
+use clack_extensions::gui::{GuiResizeHints, PluginGui};
 use clack_extensions::latency::{HostLatency, HostLatencyImpl, PluginLatency};
 use clack_extensions::log::{HostLog, HostLogImpl, LogSeverity};
 use clack_extensions::note_ports::{
@@ -91,6 +92,7 @@ pub struct HostShared {
     note_ports: OnceLock<Option<PluginNotePorts>>,
     latency: OnceLock<Option<PluginLatency>>,
     state: OnceLock<Option<PluginState>>,
+    gui: OnceLock<Option<PluginGui>>,
 }
 
 impl<'a> SharedHandler<'a> for HostShared {
@@ -100,6 +102,7 @@ impl<'a> SharedHandler<'a> for HostShared {
         let _ = self.note_ports.set(instance.get_extension());
         let _ = self.latency.set(instance.get_extension());
         let _ = self.state.set(instance.get_extension());
+        let _ = self.gui.set(instance.get_extension());
     }
 
     fn request_restart(&self) {
@@ -412,6 +415,7 @@ impl ClapTestHost {
                 note_ports: OnceLock::new(),
                 latency: OnceLock::new(),
                 state: OnceLock::new(),
+                gui: OnceLock::new(),
             },
             |shared| HostMainThread { shared },
             &entry,
@@ -526,6 +530,15 @@ impl ClapTestHost {
         let mut out = Vec::new();
         state.save(&handle, &mut out).map_err(|e| anyhow::anyhow!("state.save failed: {e:?}"))?;
         Ok(out)
+    }
+
+    /// The panel's size as the plugin reports it before any window exists (`gui.get_size`, as a
+    /// host asks before it opens the editor), whether it may be resized and on which axes.
+    pub fn gui_size(&mut self) -> Result<(u32, u32, bool, Option<GuiResizeHints>)> {
+        let gui = self.shared().gui.get().copied().flatten().context("plugin has no gui extension")?;
+        let handle = self.instance().plugin_handle();
+        let size = gui.get_size(&handle).context("gui.get_size failed")?;
+        Ok((size.width, size.height, gui.can_resize(&handle), gui.get_resize_hints(&handle)))
     }
 
     /// Restores a saved state (`state.load`), as a host does when it opens a project.

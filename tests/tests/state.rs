@@ -103,3 +103,42 @@ fn first_released_state_still_loads() {
         assert!(num_checked >= 31, "fixture lists {num_checked} parameters");
     });
 }
+
+/// The panel reopens at the size the user left it: the size is saved with the project, and after
+/// a restore the plugin reports it through `gui.get_size` before any window exists (hosts size
+/// the editor's frame from that). The panel may be resized on both axes.
+#[test]
+fn panel_size_is_saved_with_the_project() {
+    run_guarded("panel size", Duration::from_secs(60), || {
+        let mut host = ClapTestHost::load();
+        let (w, h, can_resize, hints) = host.gui_size().unwrap();
+        assert_eq!((w, h), (960, 700), "a new instance opens at the default size");
+        assert!(can_resize, "the panel must be resizable");
+        let hints = hints.expect("resize hints");
+        assert!(hints.can_resize_horizontally && hints.can_resize_vertically, "both axes resize");
+        let blob = host.save_state().unwrap();
+        host.shutdown();
+
+        // What a project saved after the user dragged the panel to 1280 x 860 holds. nice-plug's
+        // CLAP state is a little-endian u64 length, then the JSON.
+        assert!(blob.len() > 8);
+        let len = u64::from_le_bytes(blob[..8].try_into().unwrap()) as usize;
+        let text = std::str::from_utf8(&blob[8..8 + len]).expect("state is JSON text");
+        let key = "\"panel-size\":\"";
+        let at = text.find(key).unwrap_or_else(|| panic!("saved state has no panel-size field: {text}"));
+        let value_start = at + key.len();
+        let value_end = value_start + text[value_start..].find('"').unwrap();
+        let json = format!("{}[1280.0,860.0]{}", &text[..value_start], &text[value_end..]);
+        let mut edited = (json.len() as u64).to_le_bytes().to_vec();
+        edited.extend_from_slice(json.as_bytes());
+
+        let mut host = ClapTestHost::load();
+        host.load_state(&edited).unwrap();
+        let (w, h, _, _) = host.gui_size().unwrap();
+        assert_eq!((w, h), (1280, 860), "the restored project's panel size");
+        // And it goes back into the next save.
+        let again = String::from_utf8_lossy(&host.save_state().unwrap()).into_owned();
+        assert!(again.contains("\"panel-size\":\"[1280.0,860.0]\""), "{again}");
+        host.shutdown();
+    });
+}

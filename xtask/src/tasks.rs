@@ -457,7 +457,8 @@ pub fn train_emotion(ws: &Workspace, script_args: &[String]) -> Result<()> {
 pub const CONTINUATION_TRANSPOSITIONS: &str = "-3,-2,-1,0,1,2,3";
 
 /// `cargo xtask train continuation [script args]`: token export (with transpositions), training
-/// (resumes from `models/train/work/continuation/checkpoint.pt`; `--minutes M` bounds one run),
+/// (resumes from `models/train/work/continuation/checkpoint.pt`, else from the committed weights
+/// `models/train/checkpoints/continuation.pt`, rewritten after each run; `--minutes M` bounds one run),
 /// ONNX export into `models/`, then `moodfader eval-continuation` (quick and full grids) whose
 /// metrics go into the manifest.
 pub fn train_continuation(ws: &Workspace, script_args: &[String]) -> Result<()> {
@@ -486,6 +487,8 @@ pub fn train_continuation(ws: &Workspace, script_args: &[String]) -> Result<()> 
         .arg(work.join("continuation"))
         .arg("--out")
         .arg(&models)
+        .arg("--resume")
+        .arg(models.join("train").join("checkpoints").join("continuation.pt"))
         .args(script_args)
         .env(ORT_DYLIB_ENV, &rt.ort_lib);
     workspace::run("train_continuation.py", &mut train)?;
