@@ -60,7 +60,9 @@ CONTEXT_RULE = (
     "x(1) = [f(1), f(0), (f(1) + f(1) + f(0) + f(1)) / 4, L(1)]). The mean always divides by 4. "
     "L(t), the long mean, folds in bars 0..=t that have notes (feature 'silent' < 0.5) in order: "
     "with n the number folded in so far, L <- L + max(1/n, 1/32) * (f - L) (a plain mean over the "
-    "first 32, then an exponential mean); L(t) = f(t) when none has notes. "
+    "first 32, then an exponential mean); L(t) = f(t) when none has notes. A bar whose novelty "
+    "mean over the section features of |f - L| / scale (threshold, scale and features from the "
+    "exporter's sidecar 'long_mean') exceeds the threshold starts L again (n = 0) before it is folded in. "
     "Raw, unnormalised features: standardisation and clipping are inside the model."
 )
 
@@ -91,7 +93,16 @@ def fail(msg: str) -> None:
     sys.exit(1)
 
 
-def context_vectors(feats: np.ndarray, silent_col: int) -> np.ndarray:
+@dataclass(frozen=True)
+class LongRule:
+    """The long mean's section test, as the Rust exporter wrote it (features.rs LongMean)."""
+
+    threshold: float = math.inf
+    scale: np.ndarray | None = None
+    use: np.ndarray | None = None
+
+
+def context_vectors(feats: np.ndarray, silent_col: int, rule: LongRule = LongRule()) -> np.ndarray:
     """[B, F] per-bar features of one piece (bar order) -> [B, 4F] context vectors (CONTEXT_RULE)."""
     b = feats.shape[0]
     idx = np.arange(b)
@@ -105,6 +116,11 @@ def context_vectors(feats: np.ndarray, silent_col: int) -> np.ndarray:
     acc, n = np.zeros(feats.shape[1]), 0
     for t in range(b):
         if feats[t, silent_col] < 0.5:
+            if n > 0 and rule.use is not None:
+                # float32 like the Rust side, so the two agree on borderline bars
+                d = np.abs(feats[t].astype(np.float32) - acc.astype(np.float32))[rule.use] / rule.scale[rule.use]
+                if float(np.mean(d, dtype=np.float32)) > rule.threshold:
+                    n = 0
             n += 1
             acc = acc + max(1.0 / n, 1.0 / LONG_MEAN_BARS) * (feats[t] - acc)
         long[t] = acc if n > 0 else feats[t]
@@ -149,19 +165,9 @@ def load_features(path: str) -> Dataset:
     if "silent" not in names:
         fail(f"{path}: no f_silent column (the long mean needs it)")
     silent_col = names.index("silent")
-    pieces, bars, xs, ys = [], [], [], []
-    for piece in sorted(by_piece):
-        items = sorted(by_piece[piece], key=lambda it: it[0])
-        got = [it[0] for it in items]
-        if got != list(range(len(items))):
-            fail(f"{path}: piece {piece!r}: bars must be 0..n-1 with none missing or repeated")
-        feats = np.asarray([it[1] for it in items], dtype=np.float64)
-        xs.append(context_vectors(feats, silent_col))
-        ys.append(np.asarray([it[2] for it in items], dtype=np.float64))
-        pieces += [piece] * len(items)
-        bars += got
 
     spec_version: object = "unknown"
+    rule = LongRule()
     sidecar = path + ".json"
     if os.path.isfile(sidecar):
         with open(sidecar, encoding="utf-8") as fh:
@@ -170,6 +176,26 @@ def load_features(path: str) -> Dataset:
         side_names = side.get("features")
         if side_names is not None and list(side_names) != names:
             fail(f"{sidecar}: feature names {side_names} differ from the CSV's {names}")
+        lm = side.get("long_mean")
+        if lm is not None:
+            if int(lm["bars"]) != LONG_MEAN_BARS:
+                fail(f"{sidecar}: long mean of {lm['bars']} bars, this script folds {LONG_MEAN_BARS}")
+            rule = LongRule(
+                threshold=float(lm["novelty_threshold"]),
+                scale=np.asarray(lm["novelty_scale"], dtype=np.float32),
+                use=np.asarray(lm["novelty_features"], dtype=bool),
+            )
+    pieces, bars, xs, ys = [], [], [], []
+    for piece in sorted(by_piece):
+        items = sorted(by_piece[piece], key=lambda it: it[0])
+        got = [it[0] for it in items]
+        if got != list(range(len(items))):
+            fail(f"{path}: piece {piece!r}: bars must be 0..n-1 with none missing or repeated")
+        feats = np.asarray([it[1] for it in items], dtype=np.float64)
+        xs.append(context_vectors(feats, silent_col, rule))
+        ys.append(np.asarray([it[2] for it in items], dtype=np.float64))
+        pieces += [piece] * len(items)
+        bars += got
 
     return Dataset(
         feature_names=names,

@@ -137,6 +137,12 @@ pub fn export_vgmidi(data: &Path, out_csv: &Path) -> Result<ExportReport> {
     let sidecar = serde_json::json!({
         "feature_spec_version": FEATURE_SPEC_VERSION,
         "features": FEATURE_NAMES,
+        "long_mean": {
+            "bars": crate::features::LONG_MEAN_BARS,
+            "novelty_threshold": crate::features::LONG_MEAN_NOVELTY,
+            "novelty_scale": crate::features::NOVELTY_SCALE,
+            "novelty_features": crate::features::NOVELTY_FEATURES,
+        },
         "source": "VGMIDI labelled",
         "num_pieces": report.num_pieces,
         "num_bars": report.num_bars,

@@ -12,7 +12,7 @@ pub const MAX_LIVE_NOTES: usize = 4096;
 /// Notes held longer than this are closed (a lost note-off must not grow forever).
 pub const MAX_OPEN_NOTE_S: f64 = 60.0;
 /// Smoothing time constant of the live value.
-pub const SMOOTHING_TAU_S: f64 = 0.25;
+pub const SMOOTHING_TAU_S: f64 = 0.15;
 /// How fast confidence fades while nothing is heard, per second.
 const SILENT_CONFIDENCE_DECAY_PER_S: f32 = 0.5;
 
