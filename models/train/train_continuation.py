@@ -477,7 +477,7 @@ def main() -> None:
         rng = np.random.default_rng(args.seed + step)
         log(f"resumed from {ckpt_path} at step {step} ({tokens_seen} tokens, {train_seconds / 60:.1f} min trained)")
     elif args.resume and os.path.exists(args.resume):
-        # The repository keeps weights only (a quarter of the size); AdamW's moments start again,
+        # The repository keeps weights only, in float16 (a sixth of the size); AdamW's moments start again,
         # so the learning rate warms up again over REWARM steps.
         ck = torch.load(args.resume, weights_only=False)
         if ck["vocab"] != vocab or ck["arch"] != arch_dict():
@@ -531,7 +531,7 @@ def main() -> None:
             tmp = args.resume + ".tmp"
             os.makedirs(os.path.dirname(os.path.abspath(args.resume)), exist_ok=True)
             torch.save(
-                {"model": model.state_dict(), "step": step, "history": history, "tokens_seen": tokens_seen,
+                {"model": {k: v.half() if v.is_floating_point() else v for k, v in model.state_dict().items()}, "step": step, "history": history, "tokens_seen": tokens_seen,
                  "train_seconds": train_seconds, "vocab": vocab, "arch": arch_dict()},
                 tmp,
             )
