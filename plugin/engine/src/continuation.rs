@@ -307,7 +307,8 @@ impl ContinuationModel {
             None => vec![BOS],
         };
 
-        let mut sounding_ends: Vec<u32> = Vec::with_capacity(64);
+        // (end step from the first generated bar, pitch) of every note that may still sound.
+        let mut sounding: Vec<(u32, u8)> = Vec::with_capacity(64);
         let mut bar_start_abs = 0u32;
         let mut bar_notes: Vec<GridNote> = Vec::with_capacity(settings.max_notes_per_bar);
         for (b, bar) in plan.iter().enumerate() {
@@ -324,8 +325,8 @@ impl ContinuationModel {
             let mut g = BarGrammar { steps, pos: None, last_pitch: None, phase: Phase::Free, notes: 0, pitch: 0, velocity: 0 };
             bar_notes.clear();
             loop {
-                sounding_ends.retain(|&e| e > bar_start_abs + g.pos.unwrap_or(0));
-                let tok = sample(&logits, &g, settings, &sounding_ends, bar_start_abs, &mut rng);
+                sounding.retain(|&(e, _)| e > bar_start_abs + g.pos.unwrap_or(0));
+                let tok = sample(&logits, &g, settings, &sounding, bar_start_abs, &mut rng);
                 let Some(tok) = tok else { break };
                 if tok == BAR {
                     break;
@@ -356,7 +357,7 @@ impl ContinuationModel {
                             velocity: bucket_velocity(g.velocity),
                             duration_steps: dur,
                         });
-                        sounding_ends.push(bar_start_abs + pos + dur);
+                        sounding.push((bar_start_abs + pos + dur, g.pitch));
                         g.notes += 1;
                         g.phase = Phase::Free;
                     }
@@ -407,7 +408,7 @@ fn sample(
     logits: &[f32],
     g: &BarGrammar,
     s: &SamplerSettings,
-    sounding_ends: &[u32],
+    sounding: &[(u32, u8)],
     bar_start_abs: u32,
     rng: &mut SplitMix64,
 ) -> Option<u32> {
@@ -417,9 +418,16 @@ fn sample(
         let x = logits.get(id as usize).copied().unwrap_or(f32::NEG_INFINITY);
         if x.is_finite() { x / temperature } else { f32::NEG_INFINITY }
     };
-    let sounding_at = |pos: u32| sounding_ends.iter().filter(|&&e| e > bar_start_abs + pos).count();
+    let sounding_at = |pos: u32| sounding.iter().filter(|&&(e, _)| e > bar_start_abs + pos).count();
     let room = g.notes < s.max_notes_per_bar;
-    let pitch_ok = |p: u8| (MIN_PITCH..=MAX_PITCH).contains(&p) && g.last_pitch.is_none_or(|q| p > q);
+    // A pitch still sounding at this position cannot start again: one key cannot be struck twice
+    // without a note-off between, and overlapping same-pitch notes would end each other early.
+    let at = bar_start_abs + g.pos.unwrap_or(0);
+    let pitch_ok = |p: u8| {
+        (MIN_PITCH..=MAX_PITCH).contains(&p)
+            && g.last_pitch.is_none_or(|q| p > q)
+            && !sounding.iter().any(|&(e, q)| q == p && e > at)
+    };
     let push_pitches = |cand: &mut Vec<(u32, f32)>| {
         for p in MIN_PITCH..=MAX_PITCH {
             if pitch_ok(p) {
@@ -578,13 +586,34 @@ mod tests {
         // Two notes sound until step 24: no new pitch at step 0, no position before 24.
         let g = grammar(Phase::Free, Some(0), Some(60));
         for _ in 0..100 {
-            let t = sample(&logits, &g, &settings, &[24, 24], 0, &mut rng).unwrap();
+            let t = sample(&logits, &g, &settings, &[(24, 48), (24, 52)], 0, &mut rng).unwrap();
             match Token::from_id(t).unwrap() {
                 Token::Bar => {}
                 Token::Position(p) => assert!(p >= 24),
                 other => panic!("{other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn a_sounding_pitch_is_not_struck_again() {
+        let mut rng = SplitMix64::new(5);
+        let mut logits = vec![-50.0f32; VOCAB_SIZE as usize];
+        logits[(PITCH_BASE + 60) as usize] = 50.0; // the model insists on middle C
+        let settings = SamplerSettings::default();
+        // Middle C sounds from the previous bar until step 40 of this 48-step bar.
+        let sounding = [(48 + 40, 60u8)];
+        for pos in [0, 16, 39] {
+            let g = grammar(Phase::NeedPitch, Some(pos), None);
+            for _ in 0..50 {
+                let t = sample(&logits, &g, &settings, &sounding, 48, &mut rng).unwrap();
+                assert_ne!(Token::from_id(t), Some(Token::Pitch(60)), "struck again at step {pos}");
+            }
+        }
+        // Once it has ended, it may start again.
+        let g = grammar(Phase::NeedPitch, Some(40), None);
+        let t = sample(&logits, &g, &settings, &sounding, 48, &mut rng).unwrap();
+        assert_eq!(Token::from_id(t), Some(Token::Pitch(60)));
     }
 
     #[test]

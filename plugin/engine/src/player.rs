@@ -270,14 +270,15 @@ impl Player {
                         continue;
                     }
                     for n in notes {
-                        self.outbox.push(Outgoing {
+                        let o = Outgoing {
                             on_beats: n.onset_beats,
                             off_beats: n.onset_beats + n.dur_beats.max(1e-3),
                             channel: n.channel & 15,
                             pitch: n.pitch & 127,
                             velocity: n.velocity.clamp(1, 127),
                             on_sent: false,
-                        });
+                        };
+                        push_without_overlap(&mut self.outbox, o);
                     }
                 }
                 Report::Done { epoch, total, .. } if epoch == self.epoch => {
@@ -444,5 +445,42 @@ impl Player {
 
     pub fn is_busy(&self) -> bool {
         self.busy
+    }
+}
+
+/// Queues `o` so that no two notes of one pitch and channel overlap (a new job may start a pitch
+/// the previous one still holds): a waiting note that would still sound at `o`'s start ends
+/// there, and `o` is dropped when one of the same pitch starts at the same beat.
+fn push_without_overlap(outbox: &mut Vec<Outgoing>, mut o: Outgoing) {
+    for w in outbox.iter_mut().filter(|w| w.channel == o.channel && w.pitch == o.pitch) {
+        if (w.on_beats - o.on_beats).abs() < 1e-9 {
+            return;
+        }
+        if w.on_beats < o.on_beats && w.off_beats > o.on_beats {
+            w.off_beats = o.on_beats;
+        } else if o.on_beats < w.on_beats && o.off_beats > w.on_beats {
+            o.off_beats = w.on_beats;
+        }
+    }
+    outbox.push(o);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn note(on: f64, off: f64, pitch: u8) -> Outgoing {
+        Outgoing { on_beats: on, off_beats: off, channel: 0, pitch, velocity: 100, on_sent: false }
+    }
+
+    #[test]
+    fn a_pitch_never_overlaps_itself_across_jobs() {
+        let mut out = vec![note(0.0, 4.0, 60), note(0.0, 4.0, 64)];
+        push_without_overlap(&mut out, note(1.0, 2.0, 60)); // the held C ends where the new one starts
+        push_without_overlap(&mut out, note(0.0, 1.0, 64)); // same pitch, same beat: dropped
+        push_without_overlap(&mut out, note(-1.0, 3.0, 67)); // another pitch: untouched
+        push_without_overlap(&mut out, note(-2.0, 0.5, 64)); // ends where the waiting E starts
+        let got: Vec<(f64, f64, u8)> = out.iter().map(|o| (o.on_beats, o.off_beats, o.pitch)).collect();
+        assert_eq!(got, vec![(0.0, 1.0, 60), (0.0, 4.0, 64), (1.0, 2.0, 60), (-1.0, 3.0, 67), (-2.0, 0.0, 64)]);
     }
 }

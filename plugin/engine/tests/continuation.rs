@@ -62,6 +62,14 @@ fn midi_file_reads_back() {
     let mut m = model();
     let piece = demo();
     let c = continue_piece(&mut m, &piece, &ContinueOptions { bars: 4, ..Default::default() }).unwrap();
+    // No pitch is struck again while it still sounds (a MIDI file, or a synth, could not tell
+    // which note-off ends which note).
+    for (i, a) in c.notes.iter().enumerate() {
+        for b in &c.notes[i + 1..] {
+            let overlap = a.onset_beats < b.onset_beats + b.dur_beats - 1e-9 && b.onset_beats < a.onset_beats + a.dur_beats - 1e-9;
+            assert!(!(a.pitch == b.pitch && a.channel == b.channel && overlap), "overlapping {a:?} and {b:?}");
+        }
+    }
     let back = parse_midi(&notes_to_smf(&c.notes, c.tempo_bpm, c.meter)).unwrap();
     assert_eq!(back.notes.len(), c.notes.len());
     assert_eq!((back.meters[0].num, back.meters[0].den), (4, 4));
