@@ -449,8 +449,8 @@ impl Player {
 }
 
 /// Queues `o` so that no two notes of one pitch and channel overlap (a new job may start a pitch
-/// the previous one still holds): a waiting note that would still sound at `o`'s start ends
-/// there, and `o` is dropped when one of the same pitch starts at the same beat.
+/// the previous one still holds): of two overlapping notes the earlier one ends where the later
+/// one starts, and `o` is dropped when one of the same pitch starts at the same beat.
 fn push_without_overlap(outbox: &mut Vec<Outgoing>, mut o: Outgoing) {
     for w in outbox.iter_mut().filter(|w| w.channel == o.channel && w.pitch == o.pitch) {
         if (w.on_beats - o.on_beats).abs() < 1e-9 {
