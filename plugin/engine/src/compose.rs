@@ -11,7 +11,7 @@ use crate::continuation::{BarPlan, ContinuationModel, Generated, SamplerSettings
 use crate::features::features_for_bars;
 use crate::midifile::{Piece, single_track_smf};
 use crate::notes::{BarWindow, Note};
-use crate::steering::{Scale, SteerRequest, attribute_targets, heard_attributes, heard_key, level_of, parallel_map, target_scale};
+use crate::steering::{Mode, Scale, SteerRequest, attribute_targets, heard_attributes, heard_key, level_of, target_scale};
 use crate::tokens::{EOS, NUM_POSITIONS, STEPS_PER_QUARTER, encode, grid_to_notes};
 use crate::{Attribute, tokens};
 
@@ -32,13 +32,16 @@ pub struct ContinueOptions {
     pub seed: u64,
     /// Zero-based MIDI channel of the generated notes.
     pub channel: u8,
-    /// Keep to the heard key (moved to its parallel mode when the mode target asks).
+    /// Keep to the heard key (moved to another mode on its tonic when the mode target asks).
     pub key_aware: bool,
+    /// Write in this mode on the heard tonic whatever the mode target (the evaluation places the
+    /// modes on the fader with it).
+    pub force_mode: Option<Mode>,
 }
 
 impl Default for ContinueOptions {
     fn default() -> Self {
-        Self { bars: 4, steer: SteerRequest::default(), temperature: 1.0, top_p: 0.95, seed: 1, channel: 0, key_aware: true }
+        Self { bars: 4, steer: SteerRequest::default(), temperature: 1.0, top_p: 0.95, seed: 1, channel: 0, key_aware: true, force_mode: None }
     }
 }
 
@@ -109,17 +112,13 @@ pub fn continue_notes(
     let heard = heard_attributes(&scale, &feats, HEARD_BARS);
     let targets = attribute_targets(&model.bridge, &heard, &opts.steer);
     let mode_i = Attribute::ALL.iter().position(|&a| a == Attribute::Mode).unwrap_or(5);
-    // The sampler keeps to the heard key; a mode change is made by moving the written notes to
-    // the parallel mode (see `parallel_map`).
+    // The sampler keeps to the heard key; a mode change is made by moving each written note to
+    // the target mode on the same tonic (see `mode_map`).
     let heard_k = if opts.key_aware { heard_key(heard_notes, heard_bars, KEY_BARS) } else { None };
-    let heard_scale = heard_k.map(|k| Scale { tonic: k.tonic, is_major: k.is_major, harmonic: false });
-    let key = target_scale(heard_k, targets[mode_i]);
-    let remap = move |notes: &mut [Note]| {
-        if let (Some(from), Some(to)) = (heard_scale, key) {
-            for n in notes.iter_mut() {
-                n.pitch = parallel_map(n.pitch, from, to);
-            }
-        }
+    let heard_scale = heard_k.as_ref().map(Scale::of_key);
+    let key = match (opts.force_mode, heard_scale) {
+        (Some(mode), Some(h)) => Some(Scale { tonic: h.tonic, mode }),
+        _ => target_scale(heard_k, heard[mode_i], targets[mode_i]),
     };
     let mut levels = targets.map(level_of);
     // Level 0 of the densities also stands for empty bars in the training data: "sparse" must
@@ -129,29 +128,51 @@ pub fn continue_notes(
             levels[i] = levels[i].max(1);
         }
     }
-    // A tension target above the middle lets notes outside the key in: the key penalty falls
-    // from its full value at 0.5 to nothing at 1.
-    let tension_i = Attribute::ALL.iter().position(|&a| a == Attribute::Tension).unwrap_or(7);
-    let key_penalty = SamplerSettings::default().key_penalty * (1.0 - ((targets[tension_i] - 0.5) * 2.0).clamp(0.0, 1.0));
-    let plan: Vec<BarPlan> = future.iter().map(|b| BarPlan { steps: bar_steps(b), levels }).collect();
+    // Governors in the sampler hold the attributes the user asks for (a fader off auto, or a
+    // steer toward a target) to their targets, on the attribute scale's raw units; on auto the
+    // model alone follows what was heard.
+    let steering = opts.steer.steer.is_finite() && opts.steer.steer > 0.0;
+    let governed = |a: Attribute| -> Option<f32> {
+        let i = Attribute::ALL.iter().position(|&x| x == a)?;
+        if opts.steer.manual[i].is_none() && !steering {
+            return None;
+        }
+        let raw = scale.p5[i] + targets[i].clamp(0.0, 1.0) * (scale.p95[i] - scale.p5[i]);
+        raw.is_finite().then_some(raw)
+    };
+    let mode_span = scale.p95[mode_i] - scale.p5[mode_i];
+    let mode_target = governed(Attribute::Mode).filter(|_| key.is_some() && opts.force_mode.is_none() && mode_span > 0.0).map(|t| (t, mode_span));
+    let dissonance_target = governed(Attribute::Tension);
+    // Note onsets per second, over each bar's duration.
+    let onsets_per_s = governed(Attribute::NoteDensity);
+    let slots = governed(Attribute::RhythmDensity);
+    let plan: Vec<BarPlan> = future
+        .iter()
+        .map(|b| BarPlan {
+            steps: bar_steps(b),
+            levels,
+            notes_target: onsets_per_s.map(|x| (x as f64 * b.dur_s()) as f32),
+            slots_target: slots,
+        })
+        .collect();
     let primer = primer_tokens(&scale, heard_notes, heard_bars);
     let settings = SamplerSettings {
         temperature: opts.temperature,
         top_p: opts.top_p,
         seed: opts.seed,
         scale: heard_scale,
-        key_penalty,
+        write_in: key,
+        dissonance_target,
+        mode_target,
+        articulation_target: governed(Attribute::Articulation),
         ..Default::default()
     };
     let channel = opts.channel & 15;
     let generated = model.generate(&primer, &plan, &settings, |b, grid| {
         let placed: Vec<tokens::GridNote> = grid.iter().map(|g| tokens::GridNote { bar: b, ..*g }).collect();
-        let mut notes = grid_to_notes(&placed, future, channel);
-        remap(&mut notes);
-        on_bar(b, &notes)
+        on_bar(b, &grid_to_notes(&placed, future, channel))
     })?;
-    let mut notes = grid_to_notes(&generated.notes, future, channel);
-    remap(&mut notes);
+    let notes = grid_to_notes(&generated.notes, future, channel);
     let last = future[future.len() - 1];
     Ok(Continuation {
         notes,

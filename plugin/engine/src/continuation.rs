@@ -13,9 +13,10 @@ use anyhow::{Context, Result, anyhow, bail};
 use serde::Deserialize;
 
 use crate::attributes::AttributeScale;
+use crate::features::is_dissonant;
 use crate::emotion::{ENV_MODEL_DIR, ModelOrigin};
 use crate::runtime::{session_from_bytes, sha256_hex};
-use crate::steering::{EmotionBridge, Scale};
+use crate::steering::{EmotionBridge, Scale, mode_map};
 use crate::tokens::{
     BAR, BOS, DURATION_BASE, DURATION_STEPS, GridNote, NUM_ATTRIBUTES, NUM_POSITIONS, NUM_VELOCITY_BUCKETS, PITCH_BASE,
     POSITION_BASE, TOKEN_SPEC_VERSION, Token, VELOCITY_BASE, VOCAB_SIZE, bucket_velocity,
@@ -72,6 +73,24 @@ pub struct SamplerSettings {
     pub seed: u64,
     /// Keep to this scale (log-probability penalty on other pitches), or None.
     pub scale: Option<Scale>,
+    /// Write the notes in this mode of `scale`'s tonic: the model samples in `scale` (the key it
+    /// heard) and each note is moved degree by degree ([`mode_map`]) as it is written.
+    pub write_in: Option<Scale>,
+    /// Tension governor: the fraction of dissonant intervals (feature `dissonance`) to aim for,
+    /// or None to leave it to the model.
+    pub dissonance_target: Option<f32>,
+    /// Log-probability per unit of (target − fraction so far) added to a pitch, times that
+    /// pitch's own dissonant fraction against what sounds.
+    pub dissonance_gain: f32,
+    /// Mode governor: the major-minus-minor key correlation (feature `mode`) to aim for and the
+    /// width of its fader range (the attribute scale's p95 − p5), or None.
+    pub mode_target: Option<(f32, f32)>,
+    /// Most log-probability the mode governor adds to or takes from a pitch class, at a distance
+    /// of the whole fader range from its target.
+    pub mode_gain: f32,
+    /// Articulation governor: the mean duration over the gap to the next onset (feature
+    /// `articulation`) to aim for, or None.
+    pub articulation_target: Option<f32>,
     /// Log-probability taken off a pitch outside the scale.
     pub key_penalty: f32,
     /// Most notes sounding at once.
@@ -81,15 +100,226 @@ pub struct SamplerSettings {
 
 impl Default for SamplerSettings {
     fn default() -> Self {
-        Self { temperature: 1.0, top_p: 0.95, seed: 1, scale: None, key_penalty: 4.0, max_polyphony: 10, max_notes_per_bar: 48 }
+        Self {
+            temperature: 1.0,
+            top_p: 0.95,
+            seed: 1,
+            scale: None,
+            write_in: None,
+            dissonance_target: None,
+            dissonance_gain: gains::DISSONANCE,
+            mode_target: None,
+            mode_gain: gains::MODE,
+            articulation_target: None,
+            key_penalty: 4.0,
+            max_polyphony: 10,
+            max_notes_per_bar: 48,
+        }
     }
 }
 
-/// One bar to generate: its length in grid steps and its conditioning levels.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+impl SamplerSettings {
+    /// The pitch a sampled pitch is written as (moved to `write_in`'s mode).
+    pub fn written(&self, pitch: u8) -> u8 {
+        match (self.scale, self.write_in) {
+            (Some(from), Some(to)) => mode_map(pitch, from, to),
+            _ => pitch,
+        }
+    }
+}
+
+/// Weight (grid steps) of the note the mode governor imagines adding to the pitch classes so far.
+const MODE_PROBE_STEPS: f32 = 4.0;
+
+/// The mode governor's pull on each pitch class: how adding a note of that class would move the
+/// written notes' mode (major-minus-minor key correlation of their duration-weighted pitch-class
+/// histogram) toward `target`, scaled so the strongest pull is `gain` times the distance to the
+/// target in fader ranges.
+fn mode_pull(hist: &[f32; 12], target: f32, span: f32, gain: f32) -> [f32; 12] {
+    let now = crate::keyfind::find_key(hist).mode;
+    let err = ((target - now) / span.max(1e-3)).clamp(-1.0, 1.0);
+    let mut delta = [0.0f32; 12];
+    for (pc, d) in delta.iter_mut().enumerate() {
+        let mut h = *hist;
+        h[pc] += MODE_PROBE_STEPS;
+        *d = crate::keyfind::find_key(&h).mode - now;
+    }
+    let max = delta.iter().fold(0.0f32, |m, d| m.max(d.abs()));
+    if max < 1e-6 || !err.is_finite() {
+        return [0.0; 12];
+    }
+    delta.map(|d| gain * err * d / max)
+}
+
+
+/// Grid steps of the 16th-note slots the feature `rhythm_density` counts.
+const STEPS_PER_SLOT: u32 = crate::tokens::STEPS_PER_QUARTER / 4;
+
+/// Gains of the governors: log-probability per unit of distance from a target.
+pub mod gains {
+    /// Ending the bar, per note written beyond the bar's target (or short of it), at most
+    /// [`MAX_END_BIAS`] either way; the same per 16th-note slot for the rhythm governor.
+    pub const DENSITY: f32 = 3.0;
+    pub const MAX_END_BIAS: f32 = 8.0;
+    /// Taken off a position per grid step it skips, per note still wanted per step left.
+    pub const DENSITY_STEP: f32 = 1.0;
+    /// Added to a position in a new slot (taken off per empty slot skipped), per slot still
+    /// wanted per slot left.
+    pub const RHYTHM_SLOT: f32 = 2.0;
+    /// Durations tilt by this times (target − articulation so far) per unit of log length.
+    pub const ARTICULATION: f32 = 4.0;
+    /// Pitches gain this times (target − dissonant fraction so far) times their own fraction.
+    pub const DISSONANCE: f32 = 30.0;
+    /// The most a pitch class gains or loses when the mode is a whole fader range off target.
+    pub const MODE: f32 = 14.0;
+}
+
+/// Pseudo-counts each governor starts with, at a neutral value, so its first notes are not
+/// pushed by a measurement of nothing.
+const PRIOR_PAIRS: f32 = 4.0;
+const PRIOR_DISSONANCE: f32 = 0.2;
+const PRIOR_NOTES: f32 = 2.0;
+const PRIOR_ARTICULATION: f32 = 1.0;
+
+/// Governors: the sampler's closed-loop hold on the attributes the user asks for. Each measures
+/// what has been written so far the way the feature does (onsets per bar, filled 16th slots,
+/// duration over the gap to the next onset, dissonant intervals at onsets, the key profiles'
+/// mode) and tilts the model's next-token probabilities toward its target; what nobody asks
+/// for is left to the model.
+struct Governors {
+    dissonance: Option<f32>,
+    mode: Option<(f32, f32)>,
+    articulation: Option<f32>,
+    mode_gain: f32,
+    dissonance_gain: f32,
+    /// Dissonant and all intervals written (with the prior).
+    dissonant: f32,
+    pairs: f32,
+    /// Duration-weighted pitch classes written.
+    pc_hist: [f32; 12],
+    /// Sum and count of duration / gap to the next onset over notes whose next onset is known
+    /// (with the prior), and the notes at the current position waiting for theirs.
+    artic_sum: f32,
+    artic_n: f32,
+    group_pos: u32,
+    group_durs: Vec<u32>,
+    /// 16th-note slots holding an onset in this bar.
+    slots: [u64; 4],
+    num_slots: u32,
+}
+
+impl Governors {
+    fn new(s: &SamplerSettings) -> Self {
+        Self {
+            dissonance: s.dissonance_target,
+            mode: s.mode_target,
+            articulation: s.articulation_target,
+            mode_gain: s.mode_gain,
+            dissonance_gain: s.dissonance_gain,
+            dissonant: PRIOR_DISSONANCE * PRIOR_PAIRS,
+            pairs: PRIOR_PAIRS,
+            pc_hist: [0.0; 12],
+            artic_sum: PRIOR_ARTICULATION * PRIOR_NOTES,
+            artic_n: PRIOR_NOTES,
+            group_pos: 0,
+            group_durs: Vec::with_capacity(16),
+            slots: [0; 4],
+            num_slots: 0,
+        }
+    }
+
+    fn guide(&self, g: &BarGrammar, bar: &BarPlan) -> Guide {
+        let mut guide = Guide::default();
+        let next = g.pos.map_or(0, |p| p + 1);
+        let end_bias = |excess: f32| (gains::DENSITY * excess).clamp(-gains::MAX_END_BIAS, gains::MAX_END_BIAS);
+        if let Some(t) = bar.notes_target {
+            let left = g.steps.saturating_sub(next).max(1) as f32;
+            guide.step_bias = -gains::DENSITY_STEP * (t - g.notes as f32).max(0.0) / left;
+            guide.end_bias += end_bias(g.notes as f32 + 0.5 - t);
+        }
+        if let Some(t) = bar.slots_target {
+            let total = g.steps.div_ceil(STEPS_PER_SLOT).max(1);
+            let t = t * total as f32;
+            let left = total.saturating_sub(g.pos.map_or(0, |p| p / STEPS_PER_SLOT + 1)).max(1) as f32;
+            let want = (t - self.num_slots as f32) / left;
+            guide.new_slot_bias = gains::RHYTHM_SLOT * want.clamp(-1.0, 2.0);
+            guide.skip_slot_bias = -gains::RHYTHM_SLOT * want.max(0.0);
+            guide.end_bias += end_bias(self.num_slots as f32 + 0.5 - t);
+        }
+        if let Some(t) = self.articulation {
+            guide.duration_tilt = gains::ARTICULATION * (t - self.artic_sum / self.artic_n);
+        }
+        if let Some(t) = self.dissonance {
+            guide.dissonance_bias = self.dissonance_gain * (t - self.dissonant / self.pairs);
+        }
+        let pitch_next = g.phase == Phase::NeedPitch || (g.phase == Phase::Free && g.pos.is_some());
+        if let Some((target, span)) = self.mode
+            && pitch_next
+        {
+            guide.mode_pull = mode_pull(&self.pc_hist, target, span, self.mode_gain);
+        }
+        guide
+    }
+
+    /// The notes waiting at the last position learn their gap to the next onset.
+    fn close_group(&mut self, next_onset: u32) {
+        let gap = next_onset.saturating_sub(self.group_pos).max(1) as f32;
+        for &d in &self.group_durs {
+            self.artic_sum += (d as f32 / gap).clamp(0.0, 2.0);
+            self.artic_n += 1.0;
+        }
+        self.group_durs.clear();
+    }
+
+    fn on_position(&mut self, pos: u32) {
+        self.close_group(pos);
+        self.group_pos = pos;
+        let slot = (pos / STEPS_PER_SLOT).min(255);
+        let bit = 1u64 << (slot % 64);
+        if self.slots[(slot / 64) as usize] & bit == 0 {
+            self.slots[(slot / 64) as usize] |= bit;
+            self.num_slots += 1;
+        }
+    }
+
+    /// A note of written `pitch` at `pos` for `dur` steps; `sounding` holds what sounded before it.
+    fn on_note(&mut self, pitch: u8, pos: u32, dur: u32, sounding: &[(u32, u8)], bar_start_abs: u32) {
+        let (d, n) = intervals_with(pitch, sounding, bar_start_abs + pos);
+        self.dissonant += d as f32;
+        self.pairs += n as f32;
+        self.pc_hist[(pitch % 12) as usize] += dur as f32;
+        if self.group_durs.len() < self.group_durs.capacity() {
+            self.group_durs.push(dur);
+        }
+    }
+
+    fn on_bar_end(&mut self, steps: u32) {
+        self.close_group(steps);
+        self.group_pos = 0;
+        self.slots = [0; 4];
+        self.num_slots = 0;
+    }
+}
+
+/// Dissonant and all (non-unison) intervals `pitch` makes with the notes sounding at `at`.
+fn intervals_with(pitch: u8, sounding: &[(u32, u8)], at: u32) -> (u32, u32) {
+    let (mut d, mut n) = (0, 0);
+    for &(_, q) in sounding.iter().filter(|&&(e, q)| e > at && q != pitch) {
+        n += 1;
+        d += is_dissonant(pitch.abs_diff(q)) as u32;
+    }
+    (d, n)
+}
+
+/// One bar to generate: its length in grid steps, its conditioning levels and, for the density
+/// governor, the note onsets to aim for (None leaves the count to the model).
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct BarPlan {
     pub steps: u32,
     pub levels: [u32; 8],
+    pub notes_target: Option<f32>,
+    /// For the rhythm governor: the fraction of the bar's 16th-note slots to start a note in.
+    pub slots_target: Option<f32>,
 }
 
 /// What a generation produced and what it cost.
@@ -311,6 +541,7 @@ impl ContinuationModel {
         let mut sounding: Vec<(u32, u8)> = Vec::with_capacity(64);
         let mut bar_start_abs = 0u32;
         let mut bar_notes: Vec<GridNote> = Vec::with_capacity(settings.max_notes_per_bar);
+        let mut gov = Governors::new(settings);
         for (b, bar) in plan.iter().enumerate() {
             let steps = bar.steps.clamp(1, NUM_POSITIONS);
             pending.push(BAR);
@@ -326,7 +557,8 @@ impl ContinuationModel {
             bar_notes.clear();
             loop {
                 sounding.retain(|&(e, _)| e > bar_start_abs + g.pos.unwrap_or(0));
-                let tok = sample(&logits, &g, settings, &sounding, bar_start_abs, &mut rng);
+                let guide = gov.guide(&g, bar);
+                let tok = sample(&logits, &g, settings, &guide, &sounding, bar_start_abs, &mut rng);
                 let Some(tok) = tok else { break };
                 if tok == BAR {
                     break;
@@ -334,6 +566,7 @@ impl ContinuationModel {
                 out.num_tokens += 1;
                 match Token::from_id(tok) {
                     Some(Token::Position(p)) => {
+                        gov.on_position(p);
                         g.pos = Some(p);
                         g.last_pitch = None;
                         g.phase = Phase::NeedPitch;
@@ -350,14 +583,16 @@ impl ContinuationModel {
                     Some(Token::Duration(d)) => {
                         let pos = g.pos.unwrap_or(0);
                         let dur = DURATION_STEPS[d as usize];
+                        let pitch = settings.written(g.pitch);
+                        gov.on_note(pitch, pos, dur, &sounding, bar_start_abs);
                         bar_notes.push(GridNote {
                             bar: b as u32,
                             position: pos,
-                            pitch: g.pitch,
+                            pitch,
                             velocity: bucket_velocity(g.velocity),
                             duration_steps: dur,
                         });
-                        sounding.push((bar_start_abs + pos + dur, g.pitch));
+                        sounding.push((bar_start_abs + pos + dur, pitch));
                         g.notes += 1;
                         g.phase = Phase::Free;
                     }
@@ -366,6 +601,7 @@ impl ContinuationModel {
                 self.feed_sliding(&mut cache, &[tok], &mut logits, &mut out.num_refills)?;
                 out.num_model_calls += 1;
             }
+            gov.on_bar_end(steps);
             bar_start_abs += steps;
             out.notes.extend_from_slice(&bar_notes);
             if b == 0 {
@@ -402,12 +638,33 @@ struct BarGrammar {
     velocity: u32,
 }
 
+/// What the governors ask of the next token, on top of the model's logits.
+#[derive(Debug, Clone, Copy, Default)]
+struct Guide {
+    /// Added to the logit of ending the bar.
+    end_bias: f32,
+    /// Added to a position's logit per grid step it skips (≤ 0: a bar short of notes moves on in
+    /// small steps).
+    step_bias: f32,
+    /// Added to a position's logit when it starts a new 16th-note slot, and per empty slot it
+    /// skips (the rhythm governor).
+    new_slot_bias: f32,
+    skip_slot_bias: f32,
+    /// Added to a duration's logit times the logarithm of its length in grid steps.
+    duration_tilt: f32,
+    /// Added to a pitch's logit times its dissonant fraction against what sounds.
+    dissonance_bias: f32,
+    /// Added to the logit of a pitch written in each pitch class.
+    mode_pull: [f32; 12],
+}
+
 /// Picks the next token among those the grammar allows; `None` when nothing is allowed (the
-/// bar ends).
+/// bar ends). `sounding` holds the written pitches.
 fn sample(
     logits: &[f32],
     g: &BarGrammar,
     s: &SamplerSettings,
+    guide: &Guide,
     sounding: &[(u32, u8)],
     bar_start_abs: u32,
     rng: &mut SplitMix64,
@@ -424,9 +681,11 @@ fn sample(
     // without a note-off between, and overlapping same-pitch notes would end each other early.
     let at = bar_start_abs + g.pos.unwrap_or(0);
     let pitch_ok = |p: u8| {
+        let w = s.written(p);
         (MIN_PITCH..=MAX_PITCH).contains(&p)
+            && (MIN_PITCH..=MAX_PITCH).contains(&w)
             && g.last_pitch.is_none_or(|q| p > q)
-            && !sounding.iter().any(|&(e, q)| q == p && e > at)
+            && !sounding.iter().any(|&(e, q)| q == w && e > at)
     };
     let push_pitches = |cand: &mut Vec<(u32, f32)>| {
         for p in MIN_PITCH..=MAX_PITCH {
@@ -437,18 +696,31 @@ fn sample(
                 {
                     x -= s.key_penalty.max(0.0);
                 }
+                x += guide.mode_pull[(s.written(p) % 12) as usize];
+                if guide.dissonance_bias != 0.0 {
+                    let (d, n) = intervals_with(s.written(p), sounding, at);
+                    if n > 0 {
+                        x += guide.dissonance_bias * d as f32 / n as f32;
+                    }
+                }
                 cand.push((PITCH_BASE + p as u32, x));
             }
         }
     };
     match g.phase {
         Phase::Free => {
-            cand.push((BAR, logit(BAR)));
+            cand.push((BAR, logit(BAR) + guide.end_bias));
             if room {
                 let first = g.pos.map_or(0, |p| p + 1);
                 for q in first..g.steps.min(NUM_POSITIONS) {
                     if sounding_at(q) < s.max_polyphony {
-                        cand.push((POSITION_BASE + q, logit(POSITION_BASE + q)));
+                        let mut x = logit(POSITION_BASE + q) + guide.step_bias * (q - first) as f32;
+                        if guide.new_slot_bias != 0.0 || guide.skip_slot_bias != 0.0 {
+                            let (slot, from) = (q / STEPS_PER_SLOT, g.pos.map_or(0, |p| p / STEPS_PER_SLOT + 1));
+                            let new = g.pos.is_none_or(|p| slot > p / STEPS_PER_SLOT);
+                            x += guide.new_slot_bias * new as u32 as f32 + guide.skip_slot_bias * slot.saturating_sub(from) as f32;
+                        }
+                        cand.push((POSITION_BASE + q, x));
                     }
                 }
                 if let Some(pos) = g.pos
@@ -466,7 +738,7 @@ fn sample(
         }
         Phase::NeedDuration => {
             for d in 0..DURATION_STEPS.len() as u32 {
-                cand.push((DURATION_BASE + d, logit(DURATION_BASE + d)));
+                cand.push((DURATION_BASE + d, logit(DURATION_BASE + d) + guide.duration_tilt * (DURATION_STEPS[d as usize] as f32).ln()));
             }
         }
     }
@@ -552,7 +824,7 @@ mod tests {
                 })
                 .collect();
             let g = grammar(Phase::Free, Some(12), Some(64));
-            if let Some(t) = sample(&logits, &g, &settings, &[], 0, &mut rng) {
+            if let Some(t) = sample(&logits, &g, &settings, &Guide::default(), &[], 0, &mut rng) {
                 match Token::from_id(t).unwrap() {
                     Token::Bar => {}
                     Token::Position(p) => assert!(p > 12 && p < 48, "trial {trial}: position {p}"),
@@ -561,7 +833,7 @@ mod tests {
                 }
             }
             let g = grammar(Phase::NeedDuration, Some(12), Some(64));
-            let t = sample(&logits, &g, &settings, &[], 0, &mut rng).unwrap();
+            let t = sample(&logits, &g, &settings, &Guide::default(), &[], 0, &mut rng).unwrap();
             assert!(matches!(Token::from_id(t), Some(Token::Duration(_))));
         }
     }
@@ -572,21 +844,21 @@ mod tests {
         let mut logits = vec![0.0f32; VOCAB_SIZE as usize];
         logits[(PITCH_BASE + 61) as usize] = 5.0; // C#, out of C major
         let settings = SamplerSettings {
-            scale: Some(Scale { tonic: 0, is_major: true, harmonic: false }),
+            scale: Some(Scale { tonic: 0, mode: crate::steering::Mode::Major }),
             key_penalty: 100.0,
             max_polyphony: 2,
             ..Default::default()
         };
         let g = grammar(Phase::NeedPitch, Some(0), None);
         for _ in 0..100 {
-            let t = sample(&logits, &g, &settings, &[], 0, &mut rng).unwrap();
+            let t = sample(&logits, &g, &settings, &Guide::default(), &[], 0, &mut rng).unwrap();
             let Some(Token::Pitch(p)) = Token::from_id(t) else { panic!() };
             assert!(settings.scale.unwrap().contains(p), "pitch {p}");
         }
         // Two notes sound until step 24: no new pitch at step 0, no position before 24.
         let g = grammar(Phase::Free, Some(0), Some(60));
         for _ in 0..100 {
-            let t = sample(&logits, &g, &settings, &[(24, 48), (24, 52)], 0, &mut rng).unwrap();
+            let t = sample(&logits, &g, &settings, &Guide::default(), &[(24, 48), (24, 52)], 0, &mut rng).unwrap();
             match Token::from_id(t).unwrap() {
                 Token::Bar => {}
                 Token::Position(p) => assert!(p >= 24),
@@ -606,14 +878,64 @@ mod tests {
         for pos in [0, 16, 39] {
             let g = grammar(Phase::NeedPitch, Some(pos), None);
             for _ in 0..50 {
-                let t = sample(&logits, &g, &settings, &sounding, 48, &mut rng).unwrap();
+                let t = sample(&logits, &g, &settings, &Guide::default(), &sounding, 48, &mut rng).unwrap();
                 assert_ne!(Token::from_id(t), Some(Token::Pitch(60)), "struck again at step {pos}");
             }
         }
         // Once it has ended, it may start again.
         let g = grammar(Phase::NeedPitch, Some(40), None);
-        let t = sample(&logits, &g, &settings, &sounding, 48, &mut rng).unwrap();
+        let t = sample(&logits, &g, &settings, &Guide::default(), &sounding, 48, &mut rng).unwrap();
         assert_eq!(Token::from_id(t), Some(Token::Pitch(60)));
+    }
+
+    #[test]
+    fn governors_push_toward_their_targets() {
+        let plan = |notes, slots| BarPlan { steps: 48, levels: [4; 8], notes_target: notes, slots_target: slots };
+        let settings = SamplerSettings {
+            dissonance_target: Some(0.5),
+            articulation_target: Some(1.5),
+            mode_target: Some((-0.3, 0.6)),
+            ..Default::default()
+        };
+        let mut gov = Governors::new(&settings);
+        let mut g = grammar(Phase::Free, None, None);
+        // Nothing written, four notes wanted: do not end the bar, do not skip ahead.
+        let guide = gov.guide(&g, &plan(Some(4.0), None));
+        assert!(guide.end_bias < 0.0 && guide.step_bias < 0.0, "{guide:?}");
+        // Wanted dissonance above the prior, legato above it: both push up.
+        assert!(guide.dissonance_bias > 0.0 && guide.duration_tilt > 0.0, "{guide:?}");
+        // Six notes written where four were wanted: end the bar.
+        g.notes = 6;
+        assert!(gov.guide(&g, &plan(Some(4.0), None)).end_bias > 0.0);
+        // A C major triad written, a minor mode wanted: the pitch class pulled hardest is one that
+        // makes what is written measure more minor, and the one pushed away hardest more major.
+        gov.on_position(0);
+        let sounding = [];
+        for p in [60u8, 64, 67] {
+            gov.on_note(p, 0, 3, &sounding, 0);
+        }
+        let g = grammar(Phase::NeedPitch, Some(0), None);
+        let pull = gov.guide(&g, &plan(None, None)).mode_pull;
+        let mode_with = |pc: usize| {
+            let mut h = gov.pc_hist;
+            h[pc] += MODE_PROBE_STEPS;
+            crate::keyfind::find_key(&h).mode
+        };
+        let now = crate::keyfind::find_key(&gov.pc_hist).mode;
+        let (top, bottom) = (0..12).fold((0, 0), |(t, b), pc| (if pull[pc] > pull[t] { pc } else { t }, if pull[pc] < pull[b] { pc } else { b }));
+        assert!(mode_with(top) < now && mode_with(bottom) > now, "{pull:?}");
+        // Staccato quarters (3 steps of a 12-step gap) bring the articulation governor's measure
+        // down, so it pushes harder for long notes than before.
+        let before = gov.guide(&g, &plan(None, None)).duration_tilt;
+        gov.on_position(12);
+        gov.on_bar_end(48);
+        assert!(gov.guide(&g, &plan(None, None)).duration_tilt > before);
+        // Rhythm: one slot of twelve filled where all are wanted: favour new slots, keep going.
+        let mut gov = Governors::new(&SamplerSettings::default());
+        gov.on_position(0);
+        let g = grammar(Phase::Free, Some(0), Some(60));
+        let r = gov.guide(&g, &plan(None, Some(1.0)));
+        assert!(r.new_slot_bias > 0.0 && r.skip_slot_bias < 0.0 && r.end_bias < 0.0, "{r:?}");
     }
 
     #[test]

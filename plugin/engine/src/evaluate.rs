@@ -14,7 +14,7 @@ use crate::continuation::ContinuationModel;
 use crate::emotion::EmotionModel;
 use crate::features::{context_vectors, features_for_bars};
 use crate::notes::{BarWindow, Note};
-use crate::steering::{SteerRequest, heard_key};
+use crate::steering::{Mode, SteerRequest, heard_key};
 use crate::{Attribute, compose};
 
 /// A primer: heard notes and their bars.
@@ -75,11 +75,15 @@ pub struct EvalConfig {
     pub bars: u32,
     pub emotion_bars: u32,
     pub temperature: f32,
+    /// Which faders to sweep: bit i for [`Attribute::ALL`]`[i]`.
+    pub attributes: u8,
+    /// Whether to run the emotion grid.
+    pub emotion: bool,
 }
 
 impl EvalConfig {
-    pub const FULL: EvalConfig = EvalConfig { levels: 8, seeds: 3, bars: 2, emotion_bars: 4, temperature: 1.0 };
-    pub const QUICK: EvalConfig = EvalConfig { levels: 4, seeds: 1, bars: 2, emotion_bars: 4, temperature: 1.0 };
+    pub const FULL: EvalConfig = EvalConfig { levels: 8, seeds: 3, bars: 2, emotion_bars: 4, temperature: 1.0, attributes: 0xff, emotion: true };
+    pub const QUICK: EvalConfig = EvalConfig { levels: 4, seeds: 1, bars: 2, emotion_bars: 4, temperature: 1.0, attributes: 0xff, emotion: true };
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -109,6 +113,10 @@ pub struct EvalReport {
     /// Per target: (target V, target A, mean estimated V, mean estimated A, hits, trials).
     pub emotion_by_target: Vec<(f32, f32, f32, f32, usize, usize)>,
     pub emotion_trials: usize,
+    /// Per mode of the ladder (brightest first): its name and the mode fader value that
+    /// continuations written in it measure (mean over primers and seeds), the figures
+    /// [`crate::steering::MODE_LADDER`] is set from.
+    pub mode_ladder: Vec<(String, f64)>,
     /// Fraction of notes in the heard key (mode on auto, steer 0).
     pub in_key_fraction: f64,
     /// Notes past the asked bars (must be 0).
@@ -171,6 +179,9 @@ pub fn evaluate(model: &mut ContinuationModel, emotion: &mut EmotionModel, prime
 
     let mut attributes = Vec::new();
     for (ai, a) in Attribute::ALL.iter().enumerate() {
+        if cfg.attributes & (1 << ai) == 0 {
+            continue;
+        }
         let mut xs = Vec::new();
         let mut measured: Vec<[f32; 8]> = Vec::new();
         let mut level_means = Vec::new();
@@ -198,7 +209,7 @@ pub fn evaluate(model: &mut ContinuationModel, emotion: &mut EmotionModel, prime
                     if *a != Attribute::Mode
                         && let Some(key) = heard_key(&p.notes, &p.bars, compose::KEY_BARS)
                     {
-                        let s = crate::steering::Scale { tonic: key.tonic, is_major: key.is_major, harmonic: false };
+                        let s = crate::steering::Scale::of_key(&key);
                         key_total += notes.len();
                         in_key += notes.iter().filter(|n| s.contains(n.pitch)).count();
                     }
@@ -227,11 +238,30 @@ pub fn evaluate(model: &mut ContinuationModel, emotion: &mut EmotionModel, prime
         });
     }
 
+    // Where each mode sits on the mode fader: written in it, mode fader left on auto.
+    let mut mode_ladder = Vec::new();
+    let mode_i = Attribute::ALL.iter().position(|&a| a == Attribute::Mode).unwrap_or(5);
+    if cfg.attributes & (1 << mode_i) != 0 {
+        for mode in Mode::ALL {
+            let mut sum = 0.0f64;
+            let mut n = 0usize;
+            for p in primers {
+                for seed in 0..cfg.seeds {
+                    let opts = ContinueOptions { bars: cfg.bars, temperature: cfg.temperature, seed: 3000 + seed, force_mode: Some(mode), ..Default::default() };
+                    let (notes, future) = run(model, p, cfg.bars, opts)?;
+                    sum += measure(&notes, &future, &scale)[mode_i] as f64;
+                    n += 1;
+                }
+            }
+            mode_ladder.push((mode.name().to_string(), sum / n.max(1) as f64));
+        }
+    }
+
     // Emotion control: a grid over the four quadrants, steered fully, read back by the estimator.
     let targets: [(f32, f32); 8] = [(0.7, 0.7), (0.4, 0.8), (-0.7, 0.7), (-0.4, 0.8), (-0.7, -0.7), (-0.4, -0.8), (0.7, -0.7), (0.4, -0.8)];
     let (mut hits, mut trials) = (0usize, 0usize);
     let mut by_target = Vec::new();
-    for &(v, a) in &targets {
+    for &(v, a) in targets.iter().filter(|_| cfg.emotion) {
         let (mut sv, mut sa, mut h, mut t) = (0.0f32, 0.0f32, 0usize, 0usize);
         for p in primers {
             for seed in 0..cfg.seeds {
@@ -265,6 +295,7 @@ pub fn evaluate(model: &mut ContinuationModel, emotion: &mut EmotionModel, prime
         attributes,
         emotion_quadrant_accuracy: hits as f64 / trials.max(1) as f64,
         emotion_trials: trials,
+        mode_ladder,
         emotion_by_target: by_target,
         in_key_fraction: if key_total == 0 { 1.0 } else { in_key as f64 / key_total as f64 },
         notes_past_end,

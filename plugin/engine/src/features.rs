@@ -115,7 +115,9 @@ pub fn pitch_class_hist(notes: &[Note], w: &BarWindow) -> [f32; 12] {
     hist
 }
 
-fn is_dissonant(interval: u8) -> bool {
+/// Whether two pitches this far apart clash (seconds, tritone, sevenths, in any octave): what
+/// feature `dissonance` counts.
+pub fn is_dissonant(interval: u8) -> bool {
     matches!(interval % 12, 1 | 2 | 6 | 10 | 11)
 }
 

@@ -109,56 +109,100 @@ pub fn heard_attributes(scale: &AttributeScale, feats: &[Features], last_n: usiz
     if n == 0 { [0.5; 8] } else { sum.map(|s| s / n as f32) }
 }
 
-/// The scale the continuation keeps to: a tonic pitch class and major or minor.
+/// The modes a continuation can be written in, from the brightest to the darkest (the "modal
+/// brightness" ladder musicians use: each step down flattens one degree, harmonic minor aside).
+/// The mode fader moves along it, so its middle is a real place (Mixolydian, Dorian), not a coin
+/// toss between major and minor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Lydian,
+    Major,
+    Mixolydian,
+    Dorian,
+    /// Natural minor; its raised seventh (harmonic minor's leading tone) counts as in the scale.
+    Minor,
+    /// Used when moving to a darker mode than the heard one: a natural minor has its relative
+    /// major's notes and is often still heard (and measured) as major.
+    HarmonicMinor,
+    Phrygian,
+}
+
+impl Mode {
+    /// Every mode, brightest first.
+    pub const ALL: [Mode; 7] = [Mode::Lydian, Mode::Major, Mode::Mixolydian, Mode::Dorian, Mode::Minor, Mode::HarmonicMinor, Mode::Phrygian];
+
+    /// Semitones of the seven degrees above the tonic.
+    pub const fn steps(self) -> [u8; 7] {
+        match self {
+            Mode::Lydian => [0, 2, 4, 6, 7, 9, 11],
+            Mode::Major => [0, 2, 4, 5, 7, 9, 11],
+            Mode::Mixolydian => [0, 2, 4, 5, 7, 9, 10],
+            Mode::Dorian => [0, 2, 3, 5, 7, 9, 10],
+            Mode::Minor => [0, 2, 3, 5, 7, 8, 10],
+            Mode::HarmonicMinor => [0, 2, 3, 5, 7, 8, 11],
+            Mode::Phrygian => [0, 1, 3, 5, 7, 8, 10],
+        }
+    }
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            Mode::Lydian => "lydian",
+            Mode::Major => "major",
+            Mode::Mixolydian => "mixolydian",
+            Mode::Dorian => "dorian",
+            Mode::Minor => "minor",
+            Mode::HarmonicMinor => "harmonic minor",
+            Mode::Phrygian => "phrygian",
+        }
+    }
+
+    /// Whether the mode has a major third.
+    pub const fn is_major(self) -> bool {
+        self.steps()[2] == 4
+    }
+}
+
+/// The scale the continuation keeps to: a tonic pitch class and a mode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Scale {
     pub tonic: u8,
-    pub is_major: bool,
-    /// Minor with the raised seventh only (harmonic minor): used when moving a major key to its
-    /// parallel minor, because a natural minor has its relative major's notes and would still be
-    /// heard (and measured) as major.
-    pub harmonic: bool,
+    pub mode: Mode,
 }
 
-const MAJOR_STEPS: [u8; 7] = [0, 2, 4, 5, 7, 9, 11];
-const MINOR_STEPS: [u8; 7] = [0, 2, 3, 5, 7, 8, 10];
-const HARMONIC_MINOR_STEPS: [u8; 7] = [0, 2, 3, 5, 7, 8, 11];
-
 impl Scale {
-    /// Whether pitch class `pc` belongs to the scale (natural minor; the raised 7th is allowed
-    /// in minor too, as in harmonic minor).
+    /// The heard key's scale: major or natural minor.
+    pub fn of_key(k: &KeyEstimate) -> Scale {
+        Scale { tonic: k.tonic % 12, mode: if k.is_major { Mode::Major } else { Mode::Minor } }
+    }
+
+    pub fn is_major(self) -> bool {
+        self.mode.is_major()
+    }
+
+    /// Whether `pitch` belongs to the scale (a natural minor also allows its raised seventh).
     pub fn contains(self, pitch: u8) -> bool {
         let rel = (pitch as i32 - self.tonic as i32).rem_euclid(12) as u8;
-        if self.is_major {
-            MAJOR_STEPS.contains(&rel)
-        } else if self.harmonic {
-            HARMONIC_MINOR_STEPS.contains(&rel)
-        } else {
-            MINOR_STEPS.contains(&rel) || rel == 11
-        }
+        self.mode.steps().contains(&rel) || (self.mode == Mode::Minor && rel == 11)
     }
 
     pub fn name(self) -> String {
         const NAMES: [&str; 12] = ["C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B"];
-        format!("{} {}", NAMES[self.tonic as usize % 12], if self.is_major { "major" } else { "minor" })
+        format!("{} {}", NAMES[self.tonic as usize % 12], self.mode.name())
     }
 }
 
-/// Moves a pitch written in `from` to the parallel mode `to` (same tonic): in major → minor the
-/// third and sixth go down a semitone (the leading tone stays: harmonic minor); in minor → major
-/// the third, sixth and seventh go up. Any other pitch, or the same mode, stays as it is. The
-/// sampler writes in the heard key; this makes a mode change heard on every chord, not left to
-/// the model's choice of notes.
-pub fn parallel_map(pitch: u8, from: Scale, to: Scale) -> u8 {
-    if from.tonic != to.tonic || from.is_major == to.is_major {
+/// Moves a pitch written in `from` to the mode of `to` on the same tonic, degree by degree: C
+/// major's E becomes E flat in C minor, its B becomes B flat in C mixolydian. A pitch outside
+/// `from` (a chromatic note, or natural minor's raised seventh) stays as it is. The sampler writes
+/// in the heard key; this makes a mode change heard on every chord, not left to the model's
+/// choice of notes.
+pub fn mode_map(pitch: u8, from: Scale, to: Scale) -> u8 {
+    if from.tonic != to.tonic || from.mode == to.mode {
         return pitch;
     }
-    let rel = (pitch as i32 - from.tonic as i32).rem_euclid(12);
-    let shift = match (from.is_major, rel) {
-        (true, 4) | (true, 9) => -1,
-        (false, 3) | (false, 8) | (false, 10) => 1,
-        _ => 0,
-    };
+    let rel = (pitch as i32 - from.tonic as i32).rem_euclid(12) as u8;
+    let Some(degree) = from.mode.steps().iter().position(|&s| s == rel) else { return pitch };
+    let shift = to.mode.steps()[degree] as i32 - rel as i32;
     (pitch as i32 + shift).clamp(0, 127) as u8
 }
 
@@ -175,18 +219,34 @@ pub fn heard_key(notes: &[Note], bars: &[BarWindow], last_bars: usize) -> Option
     (k.clarity > 0.0).then_some(k)
 }
 
-/// The scale to keep to: the heard key, moved to its parallel major or minor when the mode
-/// target asks clearly for the other one (above 0.6 for major, below 0.4 for minor).
-pub fn target_scale(heard: Option<KeyEstimate>, mode_target: f32) -> Option<Scale> {
+/// Where each mode of the ladder sits on the mode fader, in [`Mode::ALL`] order; `None` keeps a
+/// mode off the fader. The fader picks the pitch set; the sampler's mode governor then weights
+/// the pitch classes until the written notes measure the asked value. Without the governor,
+/// `moodfader eval-continuation --only mode` (its `mode_ladder` report) measures lydian darker
+/// than major and phrygian brighter than minor on the demo primers (the key profiles hear them
+/// as the major key a fifth up and the minor key a fifth down), so those two are left off; the
+/// others sit in brightness order, evenly spread.
+pub const MODE_LADDER: [Option<f32>; 7] = [None, Some(0.8), Some(0.6), Some(0.4), Some(0.2), Some(0.05), None];
+
+/// Within this distance of the heard mode (on the fader) the heard key is kept as it is.
+pub const MODE_KEEP_BAND: f32 = 0.1;
+
+/// The scale to write in: the heard key, or the mode of the ladder nearest the mode target on the
+/// heard tonic when the target is more than [`MODE_KEEP_BAND`] away from what was heard.
+pub fn target_scale(heard: Option<KeyEstimate>, heard_mode: f32, mode_target: f32) -> Option<Scale> {
     let k = heard?;
-    let is_major = if k.is_major && mode_target < 0.4 {
-        false
-    } else if !k.is_major && mode_target > 0.6 {
-        true
-    } else {
-        k.is_major
-    };
-    Some(Scale { tonic: k.tonic, is_major, harmonic: k.is_major && !is_major })
+    let scale = Scale::of_key(&k);
+    if !mode_target.is_finite() || !heard_mode.is_finite() || (mode_target - heard_mode).abs() <= MODE_KEEP_BAND {
+        return Some(scale);
+    }
+    let nearest = Mode::ALL
+        .iter()
+        .zip(MODE_LADDER)
+        .filter_map(|(&m, at)| at.map(|x| (m, (x - mode_target).abs())))
+        .min_by(|a, b| a.1.total_cmp(&b.1))
+        .map(|(m, _)| m)
+        .unwrap_or(scale.mode);
+    Some(Scale { tonic: scale.tonic, mode: nearest })
 }
 
 #[cfg(test)]
@@ -228,27 +288,45 @@ mod tests {
 
     #[test]
     fn scales_and_mode_moves() {
-        let c_major = Scale { tonic: 0, is_major: true, harmonic: false };
+        let c_major = Scale { tonic: 0, mode: Mode::Major };
         assert!(c_major.contains(60) && c_major.contains(71) && !c_major.contains(61));
-        let a_minor = Scale { tonic: 9, is_major: false, harmonic: false };
+        let a_minor = Scale { tonic: 9, mode: Mode::Minor };
         assert!(a_minor.contains(69) && a_minor.contains(72) && a_minor.contains(68) && !a_minor.contains(70));
         let heard = KeyEstimate { tonic: 9, is_major: false, mode: -0.3, clarity: 0.8 };
-        assert_eq!(target_scale(Some(heard), 0.5), Some(a_minor));
-        assert_eq!(target_scale(Some(heard), 0.9), Some(Scale { tonic: 9, is_major: true, harmonic: false }));
-        // C major asked to go minor: C harmonic minor (B natural, no B flat).
+        // Near what was heard, the heard key stays.
+        assert_eq!(target_scale(Some(heard), 0.3, 0.3 + MODE_KEEP_BAND * 0.9), Some(a_minor));
+        // The brightest end is the brightest mode, the darkest end the darkest, on the heard tonic.
+        let on_ladder: Vec<Mode> = Mode::ALL.iter().zip(MODE_LADDER).filter(|(_, at)| at.is_some()).map(|(&m, _)| m).collect();
+        assert_eq!(target_scale(Some(heard), 0.3, 1.0), Some(Scale { tonic: 9, mode: on_ladder[0] }));
+        assert_eq!(target_scale(Some(heard), 0.3, 0.0).map(|s| s.mode), on_ladder.last().copied());
+        // The ladder is ordered: a brighter target never gives a darker mode.
+        let rank = |m: Mode| Mode::ALL.iter().position(|&x| x == m).unwrap();
         let c = KeyEstimate { tonic: 0, is_major: true, mode: 0.3, clarity: 0.8 };
-        let cm = target_scale(Some(c), 0.1).unwrap();
-        assert!(!cm.is_major && cm.harmonic && cm.contains(63) && cm.contains(71) && !cm.contains(70) && !cm.contains(64));
-        // A C major line mapped to C minor: E -> Eb, A -> Ab, B stays; and back to major.
-        let cmaj = Scale { tonic: 0, is_major: true, harmonic: false };
-        let mapped: Vec<u8> = [60u8, 62, 64, 65, 67, 69, 71].iter().map(|&p| parallel_map(p, cmaj, cm)).collect();
-        assert_eq!(mapped, vec![60, 62, 63, 65, 67, 68, 71]);
-        assert!(mapped.iter().all(|&p| cm.contains(p)));
-        let am = Scale { tonic: 9, is_major: false, harmonic: false };
-        let amaj = Scale { tonic: 9, is_major: true, harmonic: false };
-        let up: Vec<u8> = [69u8, 72, 76, 77, 79].iter().map(|&p| parallel_map(p, am, amaj)).collect();
-        assert_eq!(up, vec![69, 73, 76, 78, 80]);
+        let mut last = usize::MAX;
+        for k in 0..=20 {
+            let t = k as f32 / 20.0;
+            let m = target_scale(Some(c), 0.5, t).unwrap().mode;
+            if (t - 0.5).abs() > MODE_KEEP_BAND {
+                assert!(rank(m) <= last, "{t}: {m:?}");
+                last = rank(m);
+            }
+        }
+        // A C major line mapped to C harmonic minor: E -> Eb, A -> Ab, B stays; to mixolydian
+        // only B -> Bb; a chromatic note stays.
+        let cm = Scale { tonic: 0, mode: Mode::HarmonicMinor };
+        let mapped: Vec<u8> = [60u8, 62, 64, 65, 67, 69, 71, 61].iter().map(|&p| mode_map(p, c_major, cm)).collect();
+        assert_eq!(mapped, vec![60, 62, 63, 65, 67, 68, 71, 61]);
+        let mixo = Scale { tonic: 0, mode: Mode::Mixolydian };
+        assert_eq!([64u8, 71, 72].map(|p| mode_map(p, c_major, mixo)), [64, 70, 72]);
+        // A minor to A major: C -> C#, F -> F#, G -> G#; the raised seventh G# stays.
+        let amaj = Scale { tonic: 9, mode: Mode::Major };
+        let up: Vec<u8> = [69u8, 72, 76, 77, 79, 80].iter().map(|&p| mode_map(p, a_minor, amaj)).collect();
+        assert_eq!(up, vec![69, 73, 76, 78, 80, 80]);
         assert!(up.iter().all(|&p| amaj.contains(p)));
-        assert_eq!(target_scale(None, 0.9), None);
+        for m in Mode::ALL {
+            let to = Scale { tonic: 0, mode: m };
+            assert!((0..128u8).filter(|&p| c_major.contains(p)).all(|p| to.contains(mode_map(p, c_major, to))), "{m:?}");
+        }
+        assert_eq!(target_scale(None, 0.5, 0.9), None);
     }
 }

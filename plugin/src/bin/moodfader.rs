@@ -65,10 +65,12 @@ USAGE:
     moodfader export-tokens [--data DIR] [--transpose LIST] -o OUT.jsonl
         Write token sequences of POP909 and VGMIDI for training the continuation model, with
         per-bar attribute levels; LIST is comma-separated semitones (default 0).
-    moodfader eval-continuation [--quick] [--primer FILE.mid] [--heldout DATA] [-o OUT.json]
+    moodfader eval-continuation [--quick] [--primer FILE.mid] [--heldout DATA] [--only FADER,..]
+                                [--no-emotion] [-o OUT.json]
         Measure how the continuation model obeys its faders and targets (default primers: the
         built-in demo's three moods and the whole demo; --heldout adds 8-bar openings of six
-        pieces of the validation split, which the model never saw).
+        pieces of the validation split, which the model never saw). --only sweeps only the named
+        faders; --no-emotion skips the emotion grid.
     moodfader eval-audio [--data DIR] [--train N] [--test N] [-o OUT.json] [--write-map FILE]
         How the estimator hears audio: labelled VGMIDI pieces rendered by the built-in voice and
         transcribed, against the same pieces read from MIDI, and what audio cues (loudness, onset
@@ -543,10 +545,11 @@ fn continue_cmd(args: &[String]) -> Result<()> {
 }
 
 fn eval_continuation(args: &[String]) -> Result<()> {
+    use moodfader_engine::Attribute;
     use moodfader_engine::continuation::ContinuationModel;
     use moodfader_engine::evaluate::{EvalConfig, Primer, demo_primers, evaluate};
 
-    let a = parse(args, &["-o", "--primer", "--heldout"], &["--quick"])?;
+    let a = parse(args, &["-o", "--primer", "--heldout", "--only"], &["--quick", "--no-emotion"])?;
     let primers = match a.value("--primer") {
         Some(p) => {
             let piece = read_midi_file(Path::new(p))?;
@@ -556,7 +559,15 @@ fn eval_continuation(args: &[String]) -> Result<()> {
     };
     let mut emotion = load_model()?;
     let mut model = ContinuationModel::load_default()?;
-    let cfg = if a.has("--quick") { EvalConfig::QUICK } else { EvalConfig::FULL };
+    let mut cfg = if a.has("--quick") { EvalConfig::QUICK } else { EvalConfig::FULL };
+    if let Some(only) = a.value("--only") {
+        cfg.attributes = 0;
+        for name in only.split(',').filter(|n| !n.is_empty()) {
+            let at = Attribute::from_cli_name(name).ok_or_else(|| anyhow!("--only: no fader called {name:?}"))?;
+            cfg.attributes |= 1 << Attribute::ALL.iter().position(|&x| x == at).unwrap_or(0);
+        }
+    }
+    cfg.emotion = !a.has("--no-emotion");
     let report = evaluate(&mut model, &mut emotion, &primers, cfg)?;
     // Also on pieces the model never saw (the validation split), when the data is given.
     let heldout = match a.value("--heldout") {
@@ -589,6 +600,9 @@ fn eval_continuation(args: &[String]) -> Result<()> {
     );
     for (v, a, ev, ea, h, t) in &report.emotion_by_target {
         eprintln!("  target V {v:+.1} A {a:+.1}: heard V {ev:+.2} A {ea:+.2}, {h}/{t} in the quadrant");
+    }
+    for (mode, at) in &report.mode_ladder {
+        eprintln!("  written in {mode:15} measures mode {at:.3}");
     }
     for at in &report.attributes {
         eprintln!("  {:15} R2 {:.3} (all {:.3})  consistency {:.3}  slope {:+.2}  others |r| {:.2}", at.attribute, at.linearity_r2, at.linearity_r2_all, at.consistency, at.slope, at.others_mean_abs_r);
