@@ -13,8 +13,8 @@ use anyhow::{Context, Result, anyhow, bail};
 use serde::Deserialize;
 
 use crate::attributes::AttributeScale;
-use crate::features::is_dissonant;
 use crate::emotion::{ENV_MODEL_DIR, ModelOrigin};
+use crate::features::is_dissonant;
 use crate::runtime::{session_from_bytes, sha256_hex};
 use crate::steering::{EmotionBridge, Scale, mode_map};
 use crate::tokens::{
@@ -79,15 +79,9 @@ pub struct SamplerSettings {
     /// Tension governor: the fraction of dissonant intervals (feature `dissonance`) to aim for,
     /// or None to leave it to the model.
     pub dissonance_target: Option<f32>,
-    /// Log-probability per unit of (target − fraction so far) added to a pitch, times that
-    /// pitch's own dissonant fraction against what sounds.
-    pub dissonance_gain: f32,
     /// Mode governor: the major-minus-minor key correlation (feature `mode`) to aim for and the
     /// width of its fader range (the attribute scale's p95 − p5), or None.
     pub mode_target: Option<(f32, f32)>,
-    /// Most log-probability the mode governor adds to or takes from a pitch class, at a distance
-    /// of the whole fader range from its target.
-    pub mode_gain: f32,
     /// Articulation governor: the mean duration over the gap to the next onset (feature
     /// `articulation`) to aim for, or None.
     pub articulation_target: Option<f32>,
@@ -107,9 +101,7 @@ impl Default for SamplerSettings {
             scale: None,
             write_in: None,
             dissonance_target: None,
-            dissonance_gain: gains::DISSONANCE,
             mode_target: None,
-            mode_gain: gains::MODE,
             articulation_target: None,
             key_penalty: 4.0,
             max_polyphony: 10,
@@ -151,7 +143,6 @@ fn mode_pull(hist: &[f32; 12], target: f32, span: f32, gain: f32) -> [f32; 12] {
     delta.map(|d| gain * err * d / max)
 }
 
-
 /// Grid steps of the 16th-note slots the feature `rhythm_density` counts.
 const STEPS_PER_SLOT: u32 = crate::tokens::STEPS_PER_QUARTER / 4;
 
@@ -190,8 +181,6 @@ struct Governors {
     dissonance: Option<f32>,
     mode: Option<(f32, f32)>,
     articulation: Option<f32>,
-    mode_gain: f32,
-    dissonance_gain: f32,
     /// Dissonant and all intervals written (with the prior).
     dissonant: f32,
     pairs: f32,
@@ -214,8 +203,6 @@ impl Governors {
             dissonance: s.dissonance_target,
             mode: s.mode_target,
             articulation: s.articulation_target,
-            mode_gain: s.mode_gain,
-            dissonance_gain: s.dissonance_gain,
             dissonant: PRIOR_DISSONANCE * PRIOR_PAIRS,
             pairs: PRIOR_PAIRS,
             pc_hist: [0.0; 12],
@@ -250,13 +237,13 @@ impl Governors {
             guide.duration_tilt = gains::ARTICULATION * (t - self.artic_sum / self.artic_n);
         }
         if let Some(t) = self.dissonance {
-            guide.dissonance_bias = self.dissonance_gain * (t - self.dissonant / self.pairs);
+            guide.dissonance_bias = gains::DISSONANCE * (t - self.dissonant / self.pairs);
         }
         let pitch_next = g.phase == Phase::NeedPitch || (g.phase == Phase::Free && g.pos.is_some());
         if let Some((target, span)) = self.mode
             && pitch_next
         {
-            guide.mode_pull = mode_pull(&self.pc_hist, target, span, self.mode_gain);
+            guide.mode_pull = mode_pull(&self.pc_hist, target, span, gains::MODE);
         }
         guide
     }

@@ -155,11 +155,6 @@ impl Mode {
             Mode::Phrygian => "phrygian",
         }
     }
-
-    /// Whether the mode has a major third.
-    pub const fn is_major(self) -> bool {
-        self.steps()[2] == 4
-    }
 }
 
 /// The scale the continuation keeps to: a tonic pitch class and a mode.
@@ -173,10 +168,6 @@ impl Scale {
     /// The heard key's scale: major or natural minor.
     pub fn of_key(k: &KeyEstimate) -> Scale {
         Scale { tonic: k.tonic % 12, mode: if k.is_major { Mode::Major } else { Mode::Minor } }
-    }
-
-    pub fn is_major(self) -> bool {
-        self.mode.is_major()
     }
 
     /// Whether `pitch` belongs to the scale (a natural minor also allows its raised seventh).
