@@ -93,6 +93,9 @@ fn bad_input_is_one_line_exit_2_and_nothing_written() {
         (vec!["continue", DEMO, "--bars", "2"], "-o"),
         (vec!["analyze", garbage.to_str().unwrap()], "garbage.mid"),
         (vec!["analyze", missing.to_str().unwrap()], "missing.mid"),
+        (vec!["fit-bridge", "--samples", "3"], "--samples"),
+        (vec!["fit-bridge", "--gain", "-1"], "--gain"),
+        (vec!["fit-bridge", "--data", missing.to_str().unwrap()], "missing.mid"),
     ];
     for (args, mentions) in cases {
         let o = run(&args);

@@ -25,7 +25,10 @@ Usage:
   cargo xtask screenshot                     the standalone panel under Xvfb: screenshot + checks
   cargo xtask eval continuation              measure models/continuation.onnx, write its metrics
   cargo xtask train continuation [args]      export tokens, train/resume the continuation model
-                                             (--minutes M bounds a run), export, measure it
+                                             (--minutes M bounds a run), export, calibrate
+                                             its emotion bridge, measure it
+  cargo xtask train bridge                   calibrate the committed continuation model's
+                                             emotion bridge by synthesis, measure it
   cargo xtask bundle-universal | known-packages   passed through to nice-plug-xtask
 
 Environment:
@@ -111,7 +114,8 @@ fn run() -> Result<()> {
             Some((model, script_args)) if model == "continuation" => {
                 tasks::train_continuation(&workspace::Workspace::locate()?, script_args)
             }
-            Some((model, _)) => bail!("train target '{model}' is unknown; use 'emotion' or 'continuation'"),
+            Some((model, _)) if model == "bridge" => tasks::train_bridge(&workspace::Workspace::locate()?),
+            Some((model, _)) => bail!("train target '{model}' is unknown; use 'emotion', 'continuation' or 'bridge'"),
             None => bail!("train needs a target: `cargo xtask train emotion` or `cargo xtask train continuation`"),
         },
         "bundle-universal" | "known-packages" => {

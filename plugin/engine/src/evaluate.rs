@@ -47,8 +47,18 @@ pub fn demo_primers(demo: &crate::midifile::Piece) -> Vec<Primer> {
 /// export's validation split (every 10th piece of [`crate::export::continuation_corpus`] in path
 /// order), spread evenly over it.
 pub fn heldout_primers(data: &std::path::Path, n: usize, bars: usize) -> Vec<Primer> {
+    split_primers(data, n, bars, true)
+}
+
+/// Primers from pieces the continuation model trained on (none of [`heldout_primers`]' split):
+/// what the bridge is calibrated on, so the evaluation's primers stay unseen by it too.
+pub fn training_primers(data: &std::path::Path, n: usize, bars: usize) -> Vec<Primer> {
+    split_primers(data, n, bars, false)
+}
+
+fn split_primers(data: &std::path::Path, n: usize, bars: usize, validation: bool) -> Vec<Primer> {
     let files = crate::export::continuation_corpus(data);
-    let valid: Vec<_> = files.iter().enumerate().filter(|(i, _)| i % 10 == 0).map(|(_, p)| p.clone()).collect();
+    let valid: Vec<_> = files.iter().enumerate().filter(|(i, _)| (i % 10 == 0) == validation).map(|(_, p)| p.clone()).collect();
     let step = (valid.len() / n.max(1)).max(1);
     valid
         .iter()
@@ -302,4 +312,60 @@ pub fn evaluate(model: &mut ContinuationModel, emotion: &mut EmotionModel, prime
         num_generations,
         tokens_per_second: tokens as f64 / seconds.max(1e-9),
     })
+}
+
+/// One continuation written with every fader set by hand, and how it came out.
+#[derive(Debug, Clone, Serialize)]
+pub struct SynthesisSample {
+    pub primer: usize,
+    /// The fader values asked, in [`Attribute::ALL`] order.
+    pub asked: [f32; 8],
+    /// The same attributes measured in the continuation.
+    pub measured: [f32; 8],
+    /// The estimator's mean valence and arousal over the continuation's bars.
+    pub valence: f32,
+    pub arousal: f32,
+}
+
+/// Writes `n` continuations of `bars` bars with every fader drawn uniformly in [0, 1] (primer
+/// and seed drawn too) and reads each back with the estimator, as the emotion grid of
+/// [`evaluate`] does: the samples the bridge is calibrated on.
+pub fn synthesis_samples(
+    model: &mut ContinuationModel,
+    emotion: &mut EmotionModel,
+    primers: &[Primer],
+    n: usize,
+    bars: u32,
+    seed: u64,
+    mut progress: impl FnMut(usize),
+) -> Result<Vec<SynthesisSample>> {
+    anyhow::ensure!(!primers.is_empty(), "no primers to calibrate on");
+    let scale = model.scale().clone();
+    let mut rng = crate::continuation::SplitMix64::new(seed);
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n {
+        let asked: [f32; 8] = std::array::from_fn(|_| rng.next_f64() as f32);
+        let primer = (rng.next_u64() % primers.len() as u64) as usize;
+        let p = &primers[primer];
+        let future = bars_after(p.bars.last().expect("primer has bars"), bars);
+        let opts = ContinueOptions {
+            bars,
+            steer: SteerRequest { manual: asked.map(Some), ..Default::default() },
+            seed: rng.next_u64(),
+            ..Default::default()
+        };
+        let c = continue_notes(model, &p.notes, &p.bars, &future, &opts, |_, _| true)?;
+        let measured = measure(&c.notes, &future, &scale);
+        let va = emotion.predict(&context_vectors(&features_for_bars(&c.notes, &future)))?;
+        let k = va.len().max(1) as f32;
+        out.push(SynthesisSample {
+            primer,
+            asked,
+            measured,
+            valence: va.iter().map(|x| x.0).sum::<f32>() / k,
+            arousal: va.iter().map(|x| x.1).sum::<f32>() / k,
+        });
+        progress(i + 1);
+    }
+    Ok(out)
 }

@@ -12,16 +12,129 @@ use crate::features::Features;
 use crate::keyfind::{KeyEstimate, find_key};
 use crate::notes::{BarWindow, Note};
 
-/// Per attribute: fader value in [0, 1] = c0 + c1·V + c2·A + c3·V·A (clamped).
+/// From a valence/arousal target to attribute fader values, in two layers.
+///
+/// - `coef`, learned from listeners: per attribute, fader value in [0, 1] = c0 + c1·V + c2·A +
+///   c3·V·A (clamped), a least-squares fit on VGMIDI's rated bars. It says which attributes go
+///   with an emotion in real music, but like every regression it is shrunk toward the mean:
+///   the faders it sets barely move what a listener (or the estimator) hears.
+/// - `forward`, learned by synthesis (`moodfader fit-bridge`): how the project's estimator reads
+///   a continuation written at given fader values. The bridge then asks for the fader values
+///   closest to the listeners' ones whose continuation reads as the target (see
+///   [`ForwardModel::invert`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct EmotionBridge {
     /// Coefficients in [`Attribute::ALL`] order.
     pub coef: [[f32; 4]; 8],
+    pub forward: Option<ForwardModel>,
+}
+
+/// The estimator's reading of a continuation written with the faders at `x` (in
+/// [`Attribute::ALL`] order): `[V, A] = intercept + weights · x`, fitted by least squares on
+/// continuations of training pieces with every fader drawn at random.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct ForwardModel {
+    pub intercept: [f32; 2],
+    /// Row 0: valence, row 1: arousal.
+    pub weights: [[f32; 8]; 2],
+    /// Reading asked per unit of target (the estimator's readings span about ±0.5).
+    pub gain: f32,
+    /// Weight of staying near the listeners' fader values against reaching the reading.
+    pub prior_weight: f32,
+}
+
+impl ForwardModel {
+    /// The estimator's expected reading at fader values `x`.
+    pub fn reading(&self, x: &[f32; 8]) -> [f32; 2] {
+        std::array::from_fn(|r| self.intercept[r] + self.weights[r].iter().zip(x).map(|(w, x)| w * x).sum::<f32>())
+    }
+
+    /// Fader values in [0, 1] minimising |reading(x) − gain·(v, a)|² + prior_weight·|x − prior|²:
+    /// projected gradient descent from `prior` (a convex problem on a box; a fixed number of
+    /// steps, no allocation).
+    pub fn invert(&self, v: f32, a: f32, prior: &[f32; 8]) -> [f32; 8] {
+        let goal = [self.gain * v, self.gain * a];
+        let lambda = self.prior_weight.max(0.0);
+        // Step 1/L with L an upper bound of the gradient's Lipschitz constant.
+        let l = 2.0 * (self.weights.iter().flatten().map(|w| w * w).sum::<f32>() + lambda);
+        if !(l.is_finite() && l > 0.0) {
+            return *prior;
+        }
+        let step = 1.0 / l;
+        let mut x = prior.map(|p| p.clamp(0.0, 1.0));
+        for _ in 0..400 {
+            let r = self.reading(&x);
+            let e = [r[0] - goal[0], r[1] - goal[1]];
+            for i in 0..8 {
+                let g = 2.0 * (self.weights[0][i] * e[0] + self.weights[1][i] * e[1]) + 2.0 * lambda * (x[i] - prior[i]);
+                x[i] = (x[i] - step * g).clamp(0.0, 1.0);
+            }
+        }
+        x
+    }
+
+    /// Least squares of the readings on the fader values, with an intercept. `None` when the
+    /// samples do not determine it (fewer than 9, or collinear).
+    pub fn fit(asked: &[[f32; 8]], readings: &[[f32; 2]], gain: f32, prior_weight: f32) -> Option<ForwardModel> {
+        if asked.len() < 9 || asked.len() != readings.len() {
+            return None;
+        }
+        // Normal equations on z = (1, x).
+        let mut ata = [[0.0f64; 9]; 9];
+        let mut aty = [[0.0f64; 9]; 2];
+        for (x, y) in asked.iter().zip(readings) {
+            let z: [f64; 9] = std::array::from_fn(|i| if i == 0 { 1.0 } else { x[i - 1] as f64 });
+            for i in 0..9 {
+                for j in 0..9 {
+                    ata[i][j] += z[i] * z[j];
+                }
+                aty[0][i] += z[i] * y[0] as f64;
+                aty[1][i] += z[i] * y[1] as f64;
+            }
+        }
+        let mut out = ForwardModel { intercept: [0.0; 2], weights: [[0.0; 8]; 2], gain, prior_weight };
+        for (r, rhs) in aty.into_iter().enumerate() {
+            let c = solve9(ata, rhs)?;
+            out.intercept[r] = c[0] as f32;
+            for (w, c) in out.weights[r].iter_mut().zip(&c[1..]) {
+                *w = *c as f32;
+            }
+        }
+        Some(out)
+    }
+}
+
+/// Gaussian elimination with partial pivoting.
+fn solve9(mut a: [[f64; 9]; 9], mut b: [f64; 9]) -> Option<[f64; 9]> {
+    for c in 0..9 {
+        let p = (c..9).max_by(|&i, &j| a[i][c].abs().total_cmp(&a[j][c].abs()))?;
+        if a[p][c].abs() < 1e-9 {
+            return None;
+        }
+        a.swap(c, p);
+        b.swap(c, p);
+        let pivot = a[c];
+        for r in c + 1..9 {
+            let f = a[r][c] / pivot[c];
+            for (x, p) in a[r][c..].iter_mut().zip(&pivot[c..]) {
+                *x -= f * p;
+            }
+            b[r] -= f * b[c];
+        }
+    }
+    let mut x = [0.0f64; 9];
+    for r in (0..9).rev() {
+        let s: f64 = (r + 1..9).map(|k| a[r][k] * x[k]).sum();
+        x[r] = (b[r] - s) / a[r][r];
+    }
+    x.iter().all(|v| v.is_finite()).then_some(x)
 }
 
 #[derive(Deserialize)]
 struct BridgeJson {
     attributes: std::collections::HashMap<String, BridgeAttr>,
+    #[serde(default)]
+    forward: Option<ForwardModel>,
 }
 
 #[derive(Deserialize)]
@@ -44,14 +157,30 @@ impl EmotionBridge {
             }
             coef[i] = [c.coef[0], c.coef[1], c.coef[2], c.coef[3]];
         }
-        Ok(Self { coef })
+        if let Some(f) = &b.forward {
+            let finite = f.intercept.iter().chain(f.weights.iter().flatten()).chain([&f.gain, &f.prior_weight]).all(|x| x.is_finite());
+            if !finite || f.prior_weight < 0.0 {
+                anyhow::bail!("bridge's forward model is not finite numbers with a prior weight >= 0");
+            }
+        }
+        Ok(Self { coef, forward: b.forward })
     }
 
-    /// Attribute fader values in [0, 1] that carry valence `v` and arousal `a`.
-    pub fn attributes_for(&self, v: f32, a: f32) -> [f32; 8] {
+    /// The listeners' fader values for valence `v` and arousal `a` (the regression alone).
+    pub fn rated_attributes(&self, v: f32, a: f32) -> [f32; 8] {
         let v = if v.is_finite() { v.clamp(-1.0, 1.0) } else { 0.0 };
         let a = if a.is_finite() { a.clamp(-1.0, 1.0) } else { 0.0 };
         self.coef.map(|c| (c[0] + c[1] * v + c[2] * a + c[3] * v * a).clamp(0.0, 1.0))
+    }
+
+    /// Attribute fader values in [0, 1] that carry valence `v` and arousal `a`: the listeners'
+    /// values, moved as little as it takes for the continuation to read as the target.
+    pub fn attributes_for(&self, v: f32, a: f32) -> [f32; 8] {
+        let prior = self.rated_attributes(v, a);
+        match &self.forward {
+            Some(f) => f.invert(if v.is_finite() { v.clamp(-1.0, 1.0) } else { 0.0 }, if a.is_finite() { a.clamp(-1.0, 1.0) } else { 0.0 }, &prior),
+            None => prior,
+        }
     }
 }
 
@@ -248,7 +377,7 @@ mod tests {
         let mut coef = [[0.5, 0.0, 0.0, 0.0]; 8];
         coef[0] = [0.5, 0.0, 0.4, 0.0]; // density follows arousal
         coef[5] = [0.5, 0.4, 0.0, 0.0]; // mode follows valence
-        EmotionBridge { coef }
+        EmotionBridge { coef, forward: None }
     }
 
     #[test]
@@ -266,6 +395,42 @@ mod tests {
         req.target_valence = f32::NAN;
         req.steer = f32::NAN;
         assert!(attribute_targets(&bridge(), &heard, &req).iter().all(|x| x.is_finite()));
+    }
+
+    #[test]
+    fn forward_model_is_fitted_and_inverted() {
+        // Readings from a known linear model plus deterministic noise.
+        let truth = ForwardModel { intercept: [0.1, -0.05], weights: [[0.0, 0.2, 0.0, 0.0, 0.0, 0.45, -0.15, -0.1], [0.15, 0.3, 0.1, 0.0, 0.0, -0.1, -0.35, 0.0]], gain: 0.4, prior_weight: 0.02 };
+        let mut rng = crate::continuation::SplitMix64::new(3);
+        let asked: Vec<[f32; 8]> = (0..400).map(|_| std::array::from_fn(|_| rng.next_f64() as f32)).collect();
+        let readings: Vec<[f32; 2]> = asked.iter().map(|x| truth.reading(x).map(|r| r + 0.02 * (rng.next_f64() as f32 - 0.5))).collect();
+        let fit = ForwardModel::fit(&asked, &readings, 0.4, 0.02).expect("determined");
+        for r in 0..2 {
+            assert!((fit.intercept[r] - truth.intercept[r]).abs() < 0.01);
+            for i in 0..8 {
+                assert!((fit.weights[r][i] - truth.weights[r][i]).abs() < 0.01, "{r} {i}: {:?}", fit.weights);
+            }
+        }
+        assert!(ForwardModel::fit(&asked[..5], &readings[..5], 0.4, 0.02).is_none());
+        // Every quadrant is reached where the model can reach it, inside the faders' range.
+        let prior = [0.5; 8];
+        for (v, a) in [(0.7, 0.7), (-0.7, 0.7), (-0.7, -0.7), (0.7, -0.7)] {
+            let x = fit.invert(v, a, &prior);
+            assert!(x.iter().all(|x| (0.0..=1.0).contains(x)));
+            let r = truth.reading(&x);
+            assert!(r[0] * v > 0.0 && r[1] * a > 0.0, "target ({v}, {a}) reads {r:?} at {x:?}");
+        }
+        // A target the model already reads at the prior leaves the prior nearly as it is.
+        let at_prior = fit.reading(&prior);
+        let x = fit.invert(at_prior[0] / 0.4, at_prior[1] / 0.4, &prior);
+        assert!(x.iter().all(|x| (x - 0.5).abs() < 0.02), "{x:?}");
+        // The bridge uses it, and without it falls back to the listeners' fit.
+        let mut b = bridge();
+        assert_eq!(b.attributes_for(0.7, -0.7), b.rated_attributes(0.7, -0.7));
+        b.forward = Some(fit);
+        let x = b.attributes_for(-0.7, 0.7);
+        assert!(truth.reading(&x)[0] < 0.0 && truth.reading(&x)[1] > 0.0);
+        assert!(b.attributes_for(f32::NAN, f32::INFINITY).iter().all(|x| x.is_finite()));
     }
 
     #[test]

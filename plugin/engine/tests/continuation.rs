@@ -130,6 +130,10 @@ fn control_does_not_regress_below_the_manifest() {
     );
     assert_eq!(r.notes_past_end, 0, "notes past the asked bars");
     assert!(r.in_key_fraction >= 0.9, "in key {:.3} < 0.9", r.in_key_fraction);
+    // The bars, on the quick grid (the full grid and held-out primers are in the manifest).
+    assert!(r.mean_linearity_r2 >= 0.95, "linearity R2 {:.3} < 0.95", r.mean_linearity_r2);
+    assert!(r.mean_consistency >= 0.9, "consistency {:.3} < 0.9", r.mean_consistency);
+    assert!(r.emotion_quadrant_accuracy >= 0.8, "emotion quadrant accuracy {:.3} < 0.8", r.emotion_quadrant_accuracy);
     // The quick grid is seeded, so it repeats; the tolerance covers int8 arithmetic on other CPUs.
     const TOL: f64 = 0.05;
     for (name, got) in [

@@ -71,6 +71,13 @@ USAGE:
         built-in demo's three moods and the whole demo; --heldout adds 8-bar openings of six
         pieces of the validation split, which the model never saw). --only sweeps only the named
         faders; --no-emotion skips the emotion grid.
+    moodfader fit-bridge [--data DIR] [--samples N] [--gain G] [--prior-weight W] [--write MANIFEST]
+                         [--csv FILE]
+        Calibrate the emotion bridge by synthesis: N continuations (default 1600) of openings of
+        training pieces with every fader at random, read back by the estimator; fits how the
+        reading follows the faders and, with --write, stores it in the continuation manifest
+        (the bridge then asks for the fader values nearest the listeners' whose continuation
+        reads as the target, GAIN times it; W weighs staying near the listeners' values).
     moodfader eval-audio [--data DIR] [--train N] [--test N] [-o OUT.json] [--write-map FILE]
         How the estimator hears audio: labelled VGMIDI pieces rendered by the built-in voice and
         transcribed, against the same pieces read from MIDI, and what audio cues (loudness, onset
@@ -132,6 +139,7 @@ fn run(args: &[String]) -> Result<()> {
         "continue" => continue_cmd(rest),
         "eval-continuation" => eval_continuation(rest),
         "eval-calibration" => eval_calibration(rest),
+        "fit-bridge" => fit_bridge(rest),
         "eval-audio" => eval_audio(rest),
         "transcribe" => transcribe_cmd(rest),
         "render" => render_cmd(rest),
@@ -609,6 +617,102 @@ fn eval_continuation(args: &[String]) -> Result<()> {
     }
     Ok(())
 }
+
+fn fit_bridge(args: &[String]) -> Result<()> {
+    use moodfader_engine::continuation::ContinuationModel;
+    use moodfader_engine::evaluate::{synthesis_samples, training_primers};
+    use moodfader_engine::steering::ForwardModel;
+    let a = parse(args, &["--data", "--samples", "--csv", "--write", "--gain", "--prior-weight"], &[])?;
+    let data = a.value("--data").map(PathBuf::from).unwrap_or_else(data_dir);
+    let n = match a.value("--samples") {
+        None => 1600,
+        Some(v) => v.parse::<usize>().ok().filter(|n| *n >= 64).ok_or_else(|| usage(format!("--samples: '{v}' is not a whole number >= 64")))?,
+    };
+    let number = |flag: &str, default: f32| -> Result<f32> {
+        match a.value(flag) {
+            None => Ok(default),
+            Some(v) => v.parse::<f32>().ok().filter(|x| x.is_finite() && *x >= 0.0).ok_or_else(|| usage(format!("{flag}: '{v}' is not a number >= 0"))),
+        }
+    };
+    let (gain, prior_weight) = (number("--gain", 0.5)?, number("--prior-weight", 0.05)?);
+    let primers = training_primers(&data, BRIDGE_PRIMERS, 8);
+    if primers.is_empty() {
+        bail!("{}: no POP909 or VGMIDI pieces found to calibrate on", data.display());
+    }
+    let mut emotion = load_model()?;
+    let mut model = ContinuationModel::load_default()?;
+    eprintln!("fit-bridge: {n} continuations of 4 bars on {} training primers, every fader at random", primers.len());
+    let samples = synthesis_samples(&mut model, &mut emotion, &primers, n, 4, 7, |i| {
+        if i % 200 == 0 {
+            eprintln!("  [{i}/{n}]");
+        }
+    })?;
+    if let Some(csv) = a.value("--csv") {
+        let mut text = String::from("primer");
+        for at in moodfader_engine::Attribute::ALL {
+            text += &format!(",asked_{}", at.cli_name());
+        }
+        for at in moodfader_engine::Attribute::ALL {
+            text += &format!(",measured_{}", at.cli_name());
+        }
+        text += ",valence,arousal\n";
+        for s in &samples {
+            text += &s.primer.to_string();
+            for x in s.asked.iter().chain(&s.measured) {
+                text += &format!(",{x:.4}");
+            }
+            text += &format!(",{:.4},{:.4}\n", s.valence, s.arousal);
+        }
+        write_atomically(Path::new(csv), text.as_bytes())?;
+    }
+    // Held-out check: fit without every 4th primer, score on its samples.
+    let pick = |keep: bool| -> (Vec<[f32; 8]>, Vec<[f32; 2]>) {
+        samples.iter().filter(|s| (s.primer % 4 == 3) != keep).map(|s| (s.asked, [s.valence, s.arousal])).unzip()
+    };
+    let (train_x, train_y) = pick(true);
+    let (test_x, test_y) = pick(false);
+    let part = ForwardModel::fit(&train_x, &train_y, gain, prior_weight).ok_or_else(|| anyhow!("the samples do not determine the forward model"))?;
+    let r2: Vec<f64> = (0..2)
+        .map(|r| {
+            let mean = test_y.iter().map(|y| y[r] as f64).sum::<f64>() / test_y.len().max(1) as f64;
+            let ss: f64 = test_y.iter().map(|y| (y[r] as f64 - mean).powi(2)).sum();
+            let se: f64 = test_x.iter().zip(&test_y).map(|(x, y)| (y[r] as f64 - part.reading(x)[r] as f64).powi(2)).sum();
+            1.0 - se / ss.max(1e-12)
+        })
+        .collect();
+    let (all_x, all_y): (Vec<[f32; 8]>, Vec<[f32; 2]>) = samples.iter().map(|s| (s.asked, [s.valence, s.arousal])).unzip();
+    let fit = ForwardModel::fit(&all_x, &all_y, gain, prior_weight).ok_or_else(|| anyhow!("the samples do not determine the forward model"))?;
+    eprintln!("  reading on held-out primers' continuations: R2 valence {:.3}, arousal {:.3}", r2[0], r2[1]);
+    for (r, name) in ["valence", "arousal"].iter().enumerate() {
+        let terms: Vec<String> = moodfader_engine::Attribute::ALL.iter().zip(&fit.weights[r]).map(|(at, w)| format!("{} {w:+.3}", at.cli_name())).collect();
+        eprintln!("  {name} = {:+.3} {}", fit.intercept[r], terms.join(" "));
+    }
+    if let Some(path) = a.value("--write") {
+        let text = std::fs::read_to_string(path).with_context(|| format!("{path}: cannot read"))?;
+        let mut manifest: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("{path}: not JSON"))?;
+        let bridge = manifest.get_mut("bridge").and_then(|b| b.as_object_mut()).ok_or_else(|| anyhow!("{path}: has no bridge object"))?;
+        bridge.insert(
+            "forward".into(),
+            serde_json::json!({
+                "intercept": fit.intercept,
+                "weights": fit.weights,
+                "gain": gain,
+                "prior_weight": prior_weight,
+                "fitted_on": format!(
+                    "{n} continuations of 4 bars from the openings of {} training-split pieces (none of the evaluation's primers), every fader drawn uniformly in [0, 1], read by the emotion estimator; least squares of the mean reading on the fader values",
+                    primers.len()
+                ),
+                "heldout_r2": {"valence": r2[0], "arousal": r2[1], "rule": "fit without every 4th primer, scored on its continuations"},
+            }),
+        );
+        write_atomically(Path::new(path), (serde_json::to_string_pretty(&manifest)? + "\n").as_bytes())?;
+        eprintln!("  wrote the forward model into {path}");
+    }
+    Ok(())
+}
+
+/// Training-split pieces whose openings the bridge is calibrated on.
+const BRIDGE_PRIMERS: usize = 24;
 
 fn eval_audio(args: &[String]) -> Result<()> {
     use std::io::IsTerminal;
