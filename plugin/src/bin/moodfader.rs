@@ -585,10 +585,7 @@ fn eval_continuation(args: &[String]) -> Result<()> {
                 bail!("{dir}: no POP909 or VGMIDI pieces found for held-out primers");
             }
             let r = evaluate(&mut model, &mut emotion, &primers, EvalConfig { seeds: 1, ..cfg })?;
-            eprintln!(
-                "held-out primers ({}): linearity R2 (mean) {:.3}, consistency (mean) {:.3}, emotion quadrant accuracy {:.3} ({} trials), in key {:.3}, notes past end {}",
-                primers.len(), r.mean_linearity_r2, r.mean_consistency, r.emotion_quadrant_accuracy, r.emotion_trials, r.in_key_fraction, r.notes_past_end
-            );
+            eprintln!("held-out primers ({}): {}", primers.len(), eval_summary(&r));
             Some(r)
         }
         None => None,
@@ -602,10 +599,7 @@ fn eval_continuation(args: &[String]) -> Result<()> {
         Some(out) => write_atomically(Path::new(out), json.as_bytes())?,
         None => println!("{json}"),
     }
-    eprintln!(
-        "linearity R2 (mean) {:.3}, consistency (mean) {:.3}, emotion quadrant accuracy {:.3} ({} trials), in key {:.3}, notes past end {}, {:.0} tokens/s",
-        report.mean_linearity_r2, report.mean_consistency, report.emotion_quadrant_accuracy, report.emotion_trials, report.in_key_fraction, report.notes_past_end, report.tokens_per_second
-    );
+    eprintln!("{}, {:.0} tokens/s", eval_summary(&report), report.tokens_per_second);
     for (v, a, ev, ea, h, t) in &report.emotion_by_target {
         eprintln!("  target V {v:+.1} A {a:+.1}: heard V {ev:+.2} A {ea:+.2}, {h}/{t} in the quadrant");
     }
@@ -616,6 +610,19 @@ fn eval_continuation(args: &[String]) -> Result<()> {
         eprintln!("  {:15} R2 {:.3} (all {:.3})  consistency {:.3}  slope {:+.2}  others |r| {:.2}", at.attribute, at.linearity_r2, at.linearity_r2_all, at.consistency, at.slope, at.others_mean_abs_r);
     }
     Ok(())
+}
+
+/// One line of an evaluation's headline figures; the fader and emotion parts only when they were measured.
+fn eval_summary(r: &moodfader_engine::evaluate::EvalReport) -> String {
+    let mut parts = Vec::new();
+    if !r.attributes.is_empty() {
+        parts.push(format!("linearity R2 (mean) {:.3}, consistency (mean) {:.3}", r.mean_linearity_r2, r.mean_consistency));
+    }
+    if r.emotion_trials > 0 {
+        parts.push(format!("emotion quadrant accuracy {:.3} ({} trials)", r.emotion_quadrant_accuracy, r.emotion_trials));
+    }
+    parts.push(format!("in key {:.3}, notes past end {}", r.in_key_fraction, r.notes_past_end));
+    parts.join(", ")
 }
 
 fn fit_bridge(args: &[String]) -> Result<()> {
