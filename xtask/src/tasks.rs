@@ -365,6 +365,15 @@ fn venv_python(venv: &Path) -> PathBuf {
     }
 }
 
+/// The training data folder (`MOODFADER_DATA`, else `../shared/data`), or an error that says where it looked.
+fn training_data(ws: &Workspace) -> Result<PathBuf> {
+    let data = data_dir(&ws.root, std::env::var_os(DATA_ENV));
+    if !data.is_dir() {
+        bail!("training data not found at {}; set {DATA_ENV}", data.display());
+    }
+    Ok(data)
+}
+
 /// What every training run needs: the runtime, the data, and the Python venv with the pinned
 /// requirements. Returns (runtime, data folder, python, work folder).
 fn training_prelude(ws: &Workspace, script_name: &str) -> Result<(runtime::Runtime, PathBuf, PathBuf, PathBuf, PathBuf)> {
@@ -380,13 +389,7 @@ fn training_prelude(ws: &Workspace, script_name: &str) -> Result<(runtime::Runti
             bail!("{what} not found at {}", path.display());
         }
     }
-    let data = data_dir(&ws.root, std::env::var_os(DATA_ENV));
-    if !data.is_dir() {
-        bail!(
-            "training data not found at {}; set {DATA_ENV}",
-            data.display()
-        );
-    }
+    let data = training_data(ws)?;
 
     let venv = train_dir.join(".venv");
     let python = venv_python(&venv);
@@ -502,20 +505,13 @@ pub fn train_continuation(ws: &Workspace, script_args: &[String]) -> Result<()> 
 /// `models/` by synthesis (`moodfader fit-bridge`), then re-measures it.
 pub fn train_bridge(ws: &Workspace) -> Result<()> {
     let rt = runtime::setup(ws)?;
-    let data = data_dir(&ws.root, std::env::var_os(DATA_ENV));
-    if !data.is_dir() {
-        bail!("no training data at {}: set {DATA_ENV}", data.display());
-    }
+    let data = training_data(ws)?;
     let models = ws.root.join("models");
     fit_bridge(&rt, &models, &data)?;
     merge_continuation_metrics(&rt, &models)?;
     println!("xtask train bridge: done; bridge and metrics in {}", models.join("continuation.json").display());
     Ok(())
 }
-
-/// Gain of the calibrated bridge: the estimator reading asked per unit of target. Chosen on the
-/// evaluation grid (0.4 / 0.6 / 0.8 gave quadrant accuracy 0.94 / 1.00 / 0.92 on the quick grid).
-const BRIDGE_GAIN: &str = "0.6";
 
 /// Fits the bridge's forward model on continuations of training pieces and writes it into the
 /// continuation manifest in `models/`.
@@ -524,8 +520,6 @@ fn fit_bridge(rt: &runtime::Runtime, models: &Path, data: &Path) -> Result<()> {
     fit.arg("fit-bridge")
         .arg("--data")
         .arg(data)
-        .arg("--gain")
-        .arg(BRIDGE_GAIN)
         .arg("--write")
         .arg(models.join("continuation.json"))
         .env(ORT_DYLIB_ENV, &rt.ort_lib)

@@ -94,38 +94,23 @@ impl Ridge {
             (0..d).map(|j| (x.iter().map(|r| (r[j] - mean[j]).powi(2)).sum::<f64>() / n).sqrt().max(1e-9)).collect();
         let z = |r: &Vec<f64>| -> Vec<f64> { std::iter::once(1.0).chain((0..d).map(|j| (r[j] - mean[j]) / std[j])).collect() };
         let k = d + 1;
-        let mut a = vec![vec![0.0; k + 1]; k];
+        let mut a = vec![vec![0.0; k]; k];
+        let mut b = vec![0.0; k];
         for (r, &t) in x.iter().zip(y) {
             let zr = z(r);
             for i in 0..k {
                 for j in 0..k {
                     a[i][j] += zr[i] * zr[j];
                 }
-                a[i][k] += zr[i] * t;
+                b[i] += zr[i] * t;
             }
         }
         for (i, row) in a.iter_mut().enumerate().skip(1) {
             row[i] += lambda * n;
         }
-        // Gauss-Jordan with partial pivoting.
-        for c in 0..k {
-            let p = (c..k).max_by(|&i, &j| a[i][c].abs().total_cmp(&a[j][c].abs())).unwrap_or(c);
-            a.swap(c, p);
-            let piv = if a[c][c].abs() < 1e-12 { 1e-12 } else { a[c][c] };
-            for v in a[c].iter_mut() {
-                *v /= piv;
-            }
-            for i in 0..k {
-                if i != c {
-                    let f = a[i][c];
-                    let row_c = a[c].clone();
-                    for (v, rc) in a[i].iter_mut().zip(row_c) {
-                        *v -= f * rc;
-                    }
-                }
-            }
-        }
-        Self { mean, std, w: a.iter().map(|r| r[k]).collect() }
+        // With lambda > 0 the system is positive definite; a degenerate one predicts 0.
+        let w = crate::linalg::solve(a, b).unwrap_or_else(|| vec![0.0; k]);
+        Self { mean, std, w }
     }
 
     fn predict(&self, r: &[f64]) -> f64 {

@@ -283,11 +283,7 @@ pub fn evaluate(model: &mut ContinuationModel, emotion: &mut EmotionModel, prime
                     ..Default::default()
                 };
                 let (notes, future) = run(model, p, cfg.emotion_bars, opts)?;
-                let feats = features_for_bars(&notes, &future);
-                let inputs = context_vectors(&feats);
-                let va = emotion.predict(&inputs)?;
-                let n = va.len().max(1) as f32;
-                let (ev, ea) = (va.iter().map(|x| x.0).sum::<f32>() / n, va.iter().map(|x| x.1).sum::<f32>() / n);
+                let (ev, ea) = mean_reading(emotion, &notes, &future)?;
                 let hit = (ev >= 0.0) == (v >= 0.0) && (ea >= 0.0) == (a >= 0.0);
                 trials += 1;
                 hits += hit as usize;
@@ -312,6 +308,13 @@ pub fn evaluate(model: &mut ContinuationModel, emotion: &mut EmotionModel, prime
         num_generations,
         tokens_per_second: tokens as f64 / seconds.max(1e-9),
     })
+}
+
+/// The estimator's mean valence and arousal over the bars of a continuation.
+fn mean_reading(emotion: &mut EmotionModel, notes: &[Note], bars: &[BarWindow]) -> Result<(f32, f32)> {
+    let va = emotion.predict(&context_vectors(&features_for_bars(notes, bars)))?;
+    let n = va.len().max(1) as f32;
+    Ok((va.iter().map(|x| x.0).sum::<f32>() / n, va.iter().map(|x| x.1).sum::<f32>() / n))
 }
 
 /// One continuation written with every fader set by hand, and how it came out.
@@ -356,15 +359,8 @@ pub fn synthesis_samples(
         };
         let c = continue_notes(model, &p.notes, &p.bars, &future, &opts, |_, _| true)?;
         let measured = measure(&c.notes, &future, &scale);
-        let va = emotion.predict(&context_vectors(&features_for_bars(&c.notes, &future)))?;
-        let k = va.len().max(1) as f32;
-        out.push(SynthesisSample {
-            primer,
-            asked,
-            measured,
-            valence: va.iter().map(|x| x.0).sum::<f32>() / k,
-            arousal: va.iter().map(|x| x.1).sum::<f32>() / k,
-        });
+        let (valence, arousal) = mean_reading(emotion, &c.notes, &future)?;
+        out.push(SynthesisSample { primer, asked, measured, valence, arousal });
         progress(i + 1);
     }
     Ok(out)

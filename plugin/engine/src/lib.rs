@@ -21,6 +21,7 @@ pub mod evaluate;
 pub mod export;
 pub mod features;
 pub mod keyfind;
+pub mod linalg;
 pub mod live;
 pub mod midifile;
 pub mod notes;

@@ -80,8 +80,8 @@ impl ForwardModel {
             return None;
         }
         // Normal equations on z = (1, x).
-        let mut ata = [[0.0f64; 9]; 9];
-        let mut aty = [[0.0f64; 9]; 2];
+        let mut ata = vec![vec![0.0f64; 9]; 9];
+        let mut aty = [vec![0.0f64; 9], vec![0.0f64; 9]];
         for (x, y) in asked.iter().zip(readings) {
             let z: [f64; 9] = std::array::from_fn(|i| if i == 0 { 1.0 } else { x[i - 1] as f64 });
             for i in 0..9 {
@@ -94,7 +94,7 @@ impl ForwardModel {
         }
         let mut out = ForwardModel { intercept: [0.0; 2], weights: [[0.0; 8]; 2], gain, prior_weight };
         for (r, rhs) in aty.into_iter().enumerate() {
-            let c = solve9(ata, rhs)?;
+            let c = crate::linalg::solve(ata.clone(), rhs)?;
             out.intercept[r] = c[0] as f32;
             for (w, c) in out.weights[r].iter_mut().zip(&c[1..]) {
                 *w = *c as f32;
@@ -102,32 +102,6 @@ impl ForwardModel {
         }
         Some(out)
     }
-}
-
-/// Gaussian elimination with partial pivoting.
-fn solve9(mut a: [[f64; 9]; 9], mut b: [f64; 9]) -> Option<[f64; 9]> {
-    for c in 0..9 {
-        let p = (c..9).max_by(|&i, &j| a[i][c].abs().total_cmp(&a[j][c].abs()))?;
-        if a[p][c].abs() < 1e-9 {
-            return None;
-        }
-        a.swap(c, p);
-        b.swap(c, p);
-        let pivot = a[c];
-        for r in c + 1..9 {
-            let f = a[r][c] / pivot[c];
-            for (x, p) in a[r][c..].iter_mut().zip(&pivot[c..]) {
-                *x -= f * p;
-            }
-            b[r] -= f * b[c];
-        }
-    }
-    let mut x = [0.0f64; 9];
-    for r in (0..9).rev() {
-        let s: f64 = (r + 1..9).map(|k| a[r][k] * x[k]).sum();
-        x[r] = (b[r] - s) / a[r][r];
-    }
-    x.iter().all(|v| v.is_finite()).then_some(x)
 }
 
 #[derive(Deserialize)]
@@ -168,20 +142,25 @@ impl EmotionBridge {
 
     /// The listeners' fader values for valence `v` and arousal `a` (the regression alone).
     pub fn rated_attributes(&self, v: f32, a: f32) -> [f32; 8] {
-        let v = if v.is_finite() { v.clamp(-1.0, 1.0) } else { 0.0 };
-        let a = if a.is_finite() { a.clamp(-1.0, 1.0) } else { 0.0 };
+        let (v, a) = (unit_or_zero(v), unit_or_zero(a));
         self.coef.map(|c| (c[0] + c[1] * v + c[2] * a + c[3] * v * a).clamp(0.0, 1.0))
     }
 
     /// Attribute fader values in [0, 1] that carry valence `v` and arousal `a`: the listeners'
     /// values, moved as little as it takes for the continuation to read as the target.
     pub fn attributes_for(&self, v: f32, a: f32) -> [f32; 8] {
+        let (v, a) = (unit_or_zero(v), unit_or_zero(a));
         let prior = self.rated_attributes(v, a);
         match &self.forward {
-            Some(f) => f.invert(if v.is_finite() { v.clamp(-1.0, 1.0) } else { 0.0 }, if a.is_finite() { a.clamp(-1.0, 1.0) } else { 0.0 }, &prior),
+            Some(f) => f.invert(v, a, &prior),
             None => prior,
         }
     }
+}
+
+/// A valence or arousal target clamped to [-1, 1]; 0 (neutral) when it is not a number.
+fn unit_or_zero(x: f32) -> f32 {
+    if x.is_finite() { x.clamp(-1.0, 1.0) } else { 0.0 }
 }
 
 /// What the user asks of the continuation.
