@@ -5,6 +5,8 @@ Bars 9-16: tense, loud, dense A minor with chromatic clusters (tense / angry).
 Bars 17-24: bright, fast, loud G major melody over bouncing chords (excited / happy).
 It is our own material (no data set), so the demo runs from the repository alone.
 Run: python3 assets/make_demo.py  (needs `pip install mido`)
+
+Thread: main (an offline script)
 """
 import mido
 

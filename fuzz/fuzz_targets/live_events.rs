@@ -15,10 +15,10 @@ use std::sync::atomic::Ordering;
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
 use moodfader_engine::Shared;
-use moodfader_engine::audio_side::{AudioSide, TransportInfo};
-use moodfader_engine::bridge::{Scheduled, ScheduledKind, WorkerEnds, queues};
-use moodfader_engine::live::LiveEstimator;
-use moodfader_engine::notes::BarWindow;
+use moodfader_engine::feel::live::LiveEstimator;
+use moodfader_engine::listen::notes::BarWindow;
+use moodfader_engine::rt::audio_side::{AudioSide, TransportInfo};
+use moodfader_engine::rt::queues::{Scheduled, ScheduledKind, WorkerEnds, queues};
 
 /// Stand-in for the emotion model's raw answer.
 const RAW: (f32, f32) = (0.1, -0.2);

@@ -7,8 +7,8 @@
 
 use libfuzzer_sys::fuzz_target;
 use moodfader_engine::FEATURE_NAMES;
-use moodfader_engine::features::features_for_bars;
-use moodfader_engine::midifile::{MAX_BARS, MAX_NOTES, parse_midi};
+use moodfader_engine::feel::features::features_for_bars;
+use moodfader_engine::listen::midifile::{MAX_BARS, MAX_NOTES, parse_midi};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(piece) = parse_midi(data) else { return };

@@ -8,8 +8,8 @@
 
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
-use moodfader_engine::notes::BarWindow;
-use moodfader_engine::tokens::{VOCAB_SIZE, decode, grid_to_notes};
+use moodfader_engine::listen::notes::BarWindow;
+use moodfader_engine::play::tokens::{VOCAB_SIZE, decode, grid_to_notes};
 
 #[derive(Arbitrary, Debug)]
 struct Input {

@@ -10,6 +10,8 @@ includes everything a user waits for).
 
 Installed by `cargo xtask eval transcription` into target/basic-pitch-venv: the basic-pitch wheel
 without its TensorFlow requirement (ONNX Runtime runs the model), librosa and friends.
+
+Thread: main (an offline script, run by eval_transcription.py)
 """
 
 import argparse

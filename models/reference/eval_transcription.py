@@ -16,6 +16,8 @@ note-level precision / recall / F1 with mir_eval (onset tolerance 50 ms, offsets
 It prints a per-piece table and pooled (micro: summed matches) and mean F1s, and writes them to
 OUT/summary.json. This script must run under the interpreter that has pretty_midi and mir_eval (the
 reference venv's works); --python-venv-python runs the reference script.
+
+Thread: main (an offline script)
 """
 
 import argparse

@@ -2,10 +2,10 @@
 """Train Moodfader's continuation model (a small decoder-only transformer over the Rust token
 vocabulary) and export it to ONNX with its key/value cache as inputs and outputs.
 
-Input: the JSONL token file written by `moodfader export-tokens` (one piece and transposition per
+Input: the JSONL token file written by `moodfader lab export-tokens` (one piece and transposition per
 line, every bar `Bar, Attr x8, (Position, (Pitch, Velocity, Duration)+)*`) with its sidecar
 `<tokens>.json` (vocabulary size, spec versions, attribute scale, split rule), and the per-bar
-feature CSV written by `moodfader export-features` (for the emotion-to-attribute bridge).
+feature CSV written by `moodfader lab export-features` (for the emotion-to-attribute bridge).
 
 What it does, in order:
   1. Loads the sequences; the split (train/valid, by piece) is the one the exporter wrote.
@@ -22,6 +22,8 @@ What it does, in order:
 
 Usage: python train_continuation.py --tokens JSONL --features CSV --work DIR --out DIR
            [--steps N] [--minutes M] [--export-only] [--threads N]
+
+Thread: main (an offline script, run by `cargo xtask train continuation`)
 """
 
 from __future__ import annotations
@@ -57,7 +59,7 @@ N_HEADS = 4
 D_FF = 768
 CONTEXT = 512  # training window; the Rust side never lets its cache grow past this
 
-# Token layout, mirrored from plugin/engine/src/tokens.rs (checked against the sidecar below).
+# Token layout, mirrored from plugin/engine/src/play/tokens.rs (checked against the sidecar below).
 PAD, BOS, EOS, BAR = 0, 1, 2, 3
 
 

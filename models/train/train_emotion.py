@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Train Moodfader's per-bar valence/arousal model and export it to ONNX.
 
-Input: the per-bar feature CSV written by `moodfader export-features` (see README.md for the
+Input: the per-bar feature CSV written by `moodfader lab export-features` (see README.md for the
 contract). Output, in --out: `emotion_va.onnx` and its manifest `emotion_va.json`.
 
 What it does, in order:
@@ -17,6 +17,8 @@ What it does, in order:
      and writes the manifest.
 
 Usage: python train_emotion.py --features CSV --out DIR [--seed N] [--epochs N]
+
+Thread: main (an offline script, run by `cargo xtask train emotion`)
 """
 
 from __future__ import annotations
@@ -129,7 +131,7 @@ def context_vectors(feats: np.ndarray, silent_col: int, rule: LongRule = LongRul
 
 def load_features(path: str) -> Dataset:
     if not os.path.isfile(path):
-        fail(f"feature CSV {path!r} not found (run `moodfader export-features` first)")
+        fail(f"feature CSV {path!r} not found (run `moodfader lab export-features` first)")
     with open(path, newline="", encoding="utf-8") as fh:
         reader = csv.reader(fh)
         try:

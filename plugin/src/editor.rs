@@ -206,7 +206,7 @@ impl App {
                             if let Ok(mut p) = self.params.calibration_points.write() {
                                 p.clear();
                             }
-                            self.shared.set_calibration(&moodfader_engine::calibration::Calibration::default());
+                            self.shared.set_calibration(&moodfader_engine::feel::calibration::Calibration::default());
                         }
                         let c = self.shared.calibration();
                         ui.label(egui::RichText::new(format!(
@@ -477,19 +477,19 @@ fn export_midi(shared: &Shared, params: &MoodfaderParams, with_heard: bool) -> R
     let tempo = shared.tempo_bpm.load(Ordering::Relaxed);
     let meter = (shared.sig_num.load(Ordering::Relaxed), shared.sig_den.load(Ordering::Relaxed));
     let channel = (params.out_channel.value() - 1).clamp(0, 15) as u8;
-    let Some(bytes) = moodfader_engine::compose::roll_to_smf(&roll, with_heard, tempo, meter, channel) else {
+    let Some(bytes) = moodfader_engine::play::compose::roll_to_smf(&roll, with_heard, tempo, meter, channel) else {
         return Err("nothing to export yet".into());
     };
     let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     let kind = if with_heard { "heard+continuation" } else { "continuation" };
     let path = export_dir().join(format!("moodfader-{kind}-{stamp}.mid"));
-    moodfader_engine::export::write_atomically(&path, &bytes).map(|()| path).map_err(|e| format!("{e:#}"))
+    moodfader_engine::files::write_atomically(&path, &bytes).map(|()| path).map_err(|e| format!("{e:#}"))
 }
 
 /// The bars heard (left of the playhead) and the continuation about to be played (right), with
 /// bar lines and the playhead. Pitches span what is shown, at least two octaves.
 fn piano_roll(ui: &mut egui::Ui, shared: &Shared) {
-    use moodfader_engine::bridge::{ROLL_BARS_AFTER, ROLL_BARS_BEFORE};
+    use moodfader_engine::shared::{ROLL_BARS_AFTER, ROLL_BARS_BEFORE};
     let roll = shared.roll();
     let width = ui.available_width().max(200.0);
     // What the export row and the status lines below leave.
@@ -510,7 +510,7 @@ fn piano_roll(ui: &mut egui::Ui, shared: &Shared) {
         let x = x_of(from + k as f64 * bar);
         painter.line_segment([Pos2::new(x, rect.top()), Pos2::new(x, rect.bottom())], Stroke::new(1.0, palette::GRID));
     }
-    let draw = |notes: &[moodfader_engine::bridge::RollNote], color: Color32| {
+    let draw = |notes: &[moodfader_engine::shared::RollNote], color: Color32| {
         for n in notes.iter().filter(|n| n.end_beats > from && n.start_beats < to) {
             let r = Rect::from_min_max(
                 Pos2::new(x_of(n.start_beats), y_of(n.pitch)),
@@ -566,7 +566,7 @@ fn status_line(ui: &mut egui::Ui, shared: &Shared) {
             .color(palette::MUTED),
         );
     }
-    if shared.controls.input_source.load(Ordering::Relaxed) != moodfader_engine::bridge::INPUT_MIDI {
+    if shared.controls.input_source.load(Ordering::Relaxed) != moodfader_engine::shared::INPUT_MIDI {
         let text = if shared.transcriber_ready.load(Ordering::Relaxed) {
             format!(
                 "audio: {} notes transcribed  ·  latency {:.0} ms (max {:.0})  ·  real-time factor {:.3}",

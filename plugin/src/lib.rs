@@ -1,22 +1,22 @@
-//! Moodfader, the plugin: hears MIDI (and later audio) on its track, shows the mood it hears, and
-//! (later) plays a continuation steered by faders. This file holds the nice-plug glue; the work is
-//! done by `moodfader-engine`, which knows nothing of the host.
+//! Moodfader, the plugin: hears the MIDI or the audio on its track, shows the mood it hears, and
+//! plays a continuation steered by faders. This file holds the nice-plug glue; the work is done by
+//! `moodfader-engine`, which knows nothing of the host.
 //!
 //! Thread: audio for `process()`; host main thread for the lifecycle calls.
 
 use std::sync::Arc;
 
-use moodfader_engine::audio_side::{AudioSide, OutEvent, TransportInfo};
-use moodfader_engine::bridge::{self, Shared};
+use moodfader_engine::rt::audio_side::{AudioSide, OutEvent, TransportInfo};
+use moodfader_engine::rt::queues;
+use moodfader_engine::rt::synth::Synth;
 use moodfader_engine::runtime::EmbeddedRuntime;
-use moodfader_engine::synth::Synth;
+use moodfader_engine::shared::Shared;
 use moodfader_engine::worker::{Worker, WorkerConfig};
 use nice_plug::midi::{Channel, Key, VoiceID};
 use nice_plug::prelude::*;
 
 pub mod editor;
 pub mod params;
-pub mod plot;
 
 use params::{InputSource, MoodfaderParams};
 
@@ -30,17 +30,15 @@ static EMBEDDED_ORT_LIB: &[u8] = include_bytes!(concat!(env!("MOODFADER_PAYLOAD_
 #[cfg(feature = "embed-runtime")]
 static EMBEDDED_BASIC_PITCH: &[u8] = include_bytes!(concat!(env!("MOODFADER_PAYLOAD_DIR"), "/nmp.onnx"));
 
-/// The ONNX Runtime library carried by this binary, if it was bundled with one.
 /// The calibration fitted on saved points, each (estimate V, estimate A, felt V, felt A).
-pub fn fit_calibration(points: &[[f32; 4]]) -> moodfader_engine::calibration::Calibration {
+pub fn fit_calibration(points: &[[f32; 4]]) -> moodfader_engine::feel::calibration::Calibration {
     let est: Vec<(f32, f32)> = points.iter().map(|p| (p[0], p[1])).collect();
     let felt: Vec<(f32, f32)> = points.iter().map(|p| (p[2], p[3])).collect();
-    moodfader_engine::calibration::Calibration::fit(&est, &felt)
+    moodfader_engine::feel::calibration::Calibration::fit(&est, &felt)
 }
 
-/// The demo primer (our own material), built in so the command line and tests need no files.
-pub const DEMO_MID: &[u8] = include_bytes!("../../assets/demo.mid");
-
+/// The ONNX Runtime library and Basic Pitch's model carried by this binary, if it was bundled
+/// with them.
 pub fn embedded_runtime() -> Option<EmbeddedRuntime> {
     #[cfg(feature = "embed-runtime")]
     return Some(EmbeddedRuntime { lib: EMBEDDED_ORT_LIB, basic_pitch: EMBEDDED_BASIC_PITCH });
@@ -137,7 +135,7 @@ impl Plugin for Moodfader {
         // The listener's calibration saved with the project.
         let points = self.params.calibration_points.read().map(|p| p.clone()).unwrap_or_default();
         self.shared.set_calibration(&fit_calibration(&points));
-        let (audio_ends, worker_ends) = bridge::queues();
+        let (audio_ends, worker_ends) = queues::queues();
         self.audio = Some(AudioSide::new(audio_ends, self.shared.clone(), buffer_config.sample_rate as f64));
         self.out_events = Vec::with_capacity(MAX_OUT_EVENTS_PER_BLOCK);
         *self.synth = Synth::new(buffer_config.sample_rate);
@@ -308,7 +306,7 @@ impl Moodfader {
 }
 
 /// Copies the parameters the worker needs into its atomics (relaxed stores; no allocation).
-fn publish_controls(p: &MoodfaderParams, c: &moodfader_engine::bridge::Controls) {
+fn publish_controls(p: &MoodfaderParams, c: &moodfader_engine::shared::Controls) {
     use std::sync::atomic::Ordering::Relaxed;
     c.target_valence.store(p.target_valence.value(), Relaxed);
     c.target_arousal.store(p.target_arousal.value(), Relaxed);

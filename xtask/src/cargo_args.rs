@@ -4,6 +4,8 @@
 
 /// The package whose bundling xtask customises.
 pub const PLUGIN_PACKAGE: &str = "moodfader";
+/// The command line's package (its binary is `moodfader`).
+pub const CLI_PACKAGE: &str = "moodfader-cli";
 
 /// Returns `args` with `feature` enabled: appended to the first `--features`/`-F` list if there is
 /// one, else as a new `--features <feature>` pair. Unchanged with `--all-features` or when the

@@ -1,5 +1,6 @@
-//! Moodfader's `cargo xtask` entry point: dispatches `setup`, `bundle`, `test`, `demo`, `bench`
-//! and `train` to their modules, and passes anything else through to `nice-plug-xtask`.
+//! Moodfader's `cargo xtask` entry point: dispatches `setup`, `bundle`, `test`, `demo`, `bench`,
+//! `screenshot`, `invariants`, `eval` and `train` to their modules, and passes anything else
+//! through to `nice-plug-xtask`.
 //! Thread: any
 
 mod budgets;
@@ -23,6 +24,7 @@ Usage:
   cargo xtask bench [--quick]                setup, engine and plugin-host benchmarks
   cargo xtask train emotion [script args]    setup, venv, export features, train the emotion model
   cargo xtask screenshot                     the standalone panel under Xvfb: screenshot + checks
+  cargo xtask invariants                     the architecture checks alone (on the last bundle)
   cargo xtask eval continuation              measure models/continuation.onnx, write its metrics
   cargo xtask train continuation [args]      export tokens, train/resume the continuation model
                                              (--minutes M bounds a run), export, calibrate
@@ -97,8 +99,9 @@ fn run() -> Result<()> {
         "screenshot" => {
             let ws = workspace::Workspace::locate()?;
             let rt = runtime::setup(&ws)?;
-            screenshot::panel_screenshot(&ws, &rt)
+            screenshot::panel_screenshot(&ws, &rt).map(|_| ())
         }
+        "invariants" => invariants::check_all(&workspace::Workspace::locate()?),
         "eval" => match rest.first().map(String::as_str) {
             Some("continuation") => {
                 let ws = workspace::Workspace::locate()?;

@@ -3,6 +3,8 @@
 //! drew: not blank, the pad where it belongs (its panel colour, the orange target ring at its
 //! centre), the eight attribute faders (their blue fills), and the piano roll. The screenshot is
 //! kept in `target/screenshots/panel.png` (the README's picture is taken this way).
+//!
+//! Thread: any (the xtask's main thread; Xvfb and the app are child processes)
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -10,9 +12,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
-use crate::workspace::cargo_cmd;
 use crate::runtime::Runtime;
-use crate::workspace::{self, Workspace};
+use crate::tasks::Step;
+use crate::workspace::{self, Workspace, cargo_cmd};
 
 const PANEL: [u8; 3] = [0x20, 0x23, 0x2a];
 const TARGET: [u8; 3] = [0xf2, 0xa6, 0x3b];
@@ -120,8 +122,9 @@ impl Drop for Killed {
     }
 }
 
-/// The panel check; `Ok(None)` with a loud message when Xvfb or ImageMagick is missing outside CI.
-pub fn panel_screenshot(ws: &Workspace, rt: &Runtime) -> Result<()> {
+/// The panel check; `Step::Skipped` with a loud message when Xvfb or ImageMagick is missing
+/// outside CI (in CI that is a failure).
+pub fn panel_screenshot(ws: &Workspace, rt: &Runtime) -> Result<Step> {
     for tool in ["Xvfb", "import"] {
         if !on_path(tool) {
             let msg = format!("{tool} not found: install the xvfb and imagemagick packages (CI installs them)");
@@ -129,7 +132,7 @@ pub fn panel_screenshot(ws: &Workspace, rt: &Runtime) -> Result<()> {
                 bail!("{msg}");
             }
             eprintln!("[xtask] WARNING: panel screenshot check SKIPPED: {msg}");
-            return Ok(());
+            return Ok(Step::Skipped(msg));
         }
     }
     let mut build = cargo_cmd(["build", "-p", "moodfader", "--features", "standalone", "--bin", "moodfader-standalone"]);
@@ -182,7 +185,7 @@ pub fn panel_screenshot(ws: &Workspace, rt: &Runtime) -> Result<()> {
             }
             println!("[xtask] panel screenshot: the pad, the faders and the piano roll drew; saved {}", png.display());
             drop(xvfb);
-            return Ok(());
+            return Ok(Step::Passed);
         }
     }
     bail!("the standalone panel did not draw as expected within 40 s: {}", last.join("; "))

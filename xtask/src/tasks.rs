@@ -8,7 +8,7 @@ use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 
-use crate::cargo_args::{self, PLUGIN_PACKAGE};
+use crate::cargo_args::{self, CLI_PACKAGE, PLUGIN_PACKAGE};
 use crate::invariants;
 use crate::runtime::{self, Runtime};
 use crate::workspace::{self, Workspace, cargo_cmd};
@@ -69,72 +69,86 @@ fn test_env(ws: &Workspace, rt: &Runtime) -> [(&'static str, PathBuf); 2] {
     ]
 }
 
-/// `cargo xtask test`: every test in the workspace plus the architecture invariants.
+/// What one step of `cargo xtask test` came to, when it did not fail.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Step {
+    Passed,
+    /// Did not run, and why (a tool missing outside CI).
+    Skipped(String),
+}
+
+/// The skip log the data-set tests append to (`moodfader_engine::lab::skipped`), emptied first.
+const SKIP_LOG_ENV: &str = "MOODFADER_SKIP_LOG";
+
+/// `cargo xtask test`: every test in the workspace plus the architecture invariants. The last
+/// line counts every step (setup and bundle included) and names what was skipped: a step that
+/// could not run, and each check a test skipped for want of data.
 pub fn test(ws: &Workspace) -> Result<()> {
     let rt = runtime::setup(ws)?;
     bundle_moodfader(ws, &rt, &[], "assert_process_allocs,embed-runtime")
         .context("test bundle (debug, assert_process_allocs + embed-runtime)")?;
+    let mut results: Vec<(&str, Result<Step>)> = vec![("setup", Ok(Step::Passed)), ("bundle", Ok(Step::Passed))];
 
-    let mut results: Vec<(&str, Result<()>)> = Vec::new();
-
+    let skip_log = ws.target_dir.join("xtask-skipped-checks.txt");
+    let _ = fs::remove_file(&skip_log);
     let mut ws_tests = cargo_cmd(["test", "--workspace", "--exclude", "xtask"]);
-    ws_tests.envs(test_env(ws, &rt));
-    results.push((
-        "cargo test --workspace",
-        workspace::run("cargo test --workspace", &mut ws_tests),
-    ));
+    ws_tests.envs(test_env(ws, &rt)).env(SKIP_LOG_ENV, &skip_log);
+    results.push(("cargo test --workspace", workspace::run("cargo test --workspace", &mut ws_tests).map(|()| Step::Passed)));
 
     let mut xtask_tests = cargo_cmd(["test", "-p", "xtask"]);
-    results.push((
-        "cargo test -p xtask",
-        workspace::run("cargo test -p xtask", &mut xtask_tests),
-    ));
+    results.push(("cargo test -p xtask", workspace::run("cargo test -p xtask", &mut xtask_tests).map(|()| Step::Passed)));
 
-    results.push((
-        "architecture invariants",
-        invariants::check_engine_is_host_free(),
-    ));
+    results.push(("architecture invariants", invariants::check_all(ws).map(|()| Step::Passed)));
 
-    results.push((
-        "panel screenshot (standalone under Xvfb)",
-        crate::screenshot::panel_screenshot(ws, &rt),
-    ));
+    results.push(("panel screenshot (standalone under Xvfb)", crate::screenshot::panel_screenshot(ws, &rt)));
 
-    let failed: Vec<&str> = results
-        .iter()
-        .filter_map(|(name, r)| {
-            if let Err(err) = r {
-                eprintln!("[xtask] FAILED {name}: {err:#}");
-                Some(*name)
-            } else {
-                None
-            }
-        })
+    let skipped_checks: Vec<String> = fs::read_to_string(&skip_log)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(String::from)
         .collect();
-    let passed = results.len() - failed.len();
-    if failed.is_empty() {
-        println!(
-            "xtask test: all {} steps passed (setup, bundle, {})",
-            results.len(),
-            step_names(&results)
-        );
-        Ok(())
-    } else {
-        println!(
-            "xtask test: {passed}/{} steps passed; FAILED: {}",
-            results.len(),
-            failed.join(", ")
-        );
-        bail!("xtask test: {} step(s) failed", failed.len())
+    let line = summary(&results, &skipped_checks);
+    for (name, r) in &results {
+        match r {
+            Err(err) => eprintln!("[xtask] FAILED {name}: {err:#}"),
+            Ok(Step::Skipped(why)) => eprintln!("[xtask] SKIPPED {name}: {why}"),
+            Ok(Step::Passed) => {}
+        }
     }
+    for check in &skipped_checks {
+        eprintln!("[xtask] NOT CHECKED (a test skipped it) {check}");
+    }
+    println!("{line}");
+    let failed = results.iter().filter(|(_, r)| r.is_err()).count();
+    if failed > 0 {
+        bail!("xtask test: {failed} step(s) failed");
+    }
+    Ok(())
 }
 
-fn step_names(results: &[(&str, Result<()>)]) -> String {
-    results
-        .iter()
-        .map(|(n, _)| *n)
-        .collect::<Vec<_>>()
-        .join(", ")
+/// The last line of `cargo xtask test`: how many steps passed of how many, which, and what was
+/// skipped or failed.
+fn summary(results: &[(&str, Result<Step>)], skipped_checks: &[String]) -> String {
+    let names = |f: &dyn Fn(&Result<Step>) -> bool| -> Vec<&str> { results.iter().filter(|(_, r)| f(r)).map(|(n, _)| *n).collect() };
+    let passed = names(&|r| matches!(r, Ok(Step::Passed)));
+    let skipped = names(&|r| matches!(r, Ok(Step::Skipped(_))));
+    let failed = names(&|r| r.is_err());
+    let mut line = if failed.is_empty() && skipped.is_empty() && skipped_checks.is_empty() {
+        format!("xtask test: all {} steps passed ({})", results.len(), passed.join(", "))
+    } else {
+        format!("xtask test: {}/{} steps passed ({})", passed.len(), results.len(), passed.join(", "))
+    };
+    if !skipped.is_empty() {
+        line += &format!("; SKIPPED: {}", skipped.join(", "));
+    }
+    if !skipped_checks.is_empty() {
+        line += &format!("; NOT CHECKED for want of data: {}", skipped_checks.join("; "));
+    }
+    if !failed.is_empty() {
+        line += &format!("; FAILED: {}", failed.join(", "));
+    }
+    line
 }
 
 /// `cargo xtask demo`: analyzes `assets/demo.mid` (the curve as CSV, JSON and PNG), then writes
@@ -320,14 +334,21 @@ pub fn format_csv_table(csv: &str) -> String {
         .join("\n")
 }
 
+/// `cargo run --release -p moodfader-cli --bin moodfader --`: the command line, ready for its arguments.
+fn moodfader_cli() -> Command {
+    cargo_cmd(["run", "--release", "-p", CLI_PACKAGE, "--bin", "moodfader", "--"])
+}
+
+/// `moodfader lab …`: the training and measuring commands, ready for the subcommand.
+fn moodfader_lab() -> Command {
+    let mut cmd = moodfader_cli();
+    cmd.arg("lab");
+    cmd
+}
+
 /// `cargo xtask bench [--quick]`: engine benches, then the plugin-host benches against a release
 /// bundle. `--quick` runs only `[[bench]]` targets (libtest would reject criterion's flags) with
 /// short criterion timings.
-/// `cargo run --release -p moodfader --bin moodfader --`: the command line, ready for its arguments.
-fn moodfader_cli() -> Command {
-    cargo_cmd(["run", "--release", "-p", PLUGIN_PACKAGE, "--bin", PLUGIN_PACKAGE, "--"])
-}
-
 pub fn bench(ws: &Workspace, quick: bool) -> Result<()> {
     let rt = runtime::setup(ws)?;
     let bench_cmd = |package: &str| {
@@ -419,10 +440,10 @@ fn training_prelude(ws: &Workspace, script_name: &str) -> Result<(runtime::Runti
     Ok((rt, data, python, script, work))
 }
 
-/// `moodfader export-features` into the work folder; returns the CSV's path.
+/// `moodfader lab export-features` into the work folder; returns the CSV's path.
 fn export_features(rt: &runtime::Runtime, data: &Path, work: &Path) -> Result<PathBuf> {
     let features = work.join("vgmidi_features.csv");
-    let mut export = moodfader_cli();
+    let mut export = moodfader_lab();
     export
         .arg("export-features")
         .arg("--data")
@@ -430,7 +451,7 @@ fn export_features(rt: &runtime::Runtime, data: &Path, work: &Path) -> Result<Pa
         .arg("-o")
         .arg(&features);
     export.env(ORT_DYLIB_ENV, &rt.ort_lib);
-    workspace::run("moodfader export-features", &mut export)?;
+    workspace::run("moodfader lab export-features", &mut export)?;
     Ok(features)
 }
 
@@ -462,13 +483,13 @@ pub const CONTINUATION_TRANSPOSITIONS: &str = "-3,-2,-1,0,1,2,3";
 /// `cargo xtask train continuation [script args]`: token export (with transpositions), training
 /// (resumes from `models/train/work/continuation/checkpoint.pt`, else from the committed weights
 /// `models/train/checkpoints/continuation.pt`, rewritten after each run; `--minutes M` bounds one run),
-/// ONNX export into `models/`, then `moodfader eval-continuation` (quick and full grids) whose
+/// ONNX export into `models/`, then `moodfader lab eval-continuation` (quick and full grids) whose
 /// metrics go into the manifest.
 pub fn train_continuation(ws: &Workspace, script_args: &[String]) -> Result<()> {
     let (rt, data, python, script, work) = training_prelude(ws, "train_continuation.py")?;
     let features = export_features(&rt, &data, &work)?;
     let tokens = work.join("tokens.jsonl");
-    let mut export = moodfader_cli();
+    let mut export = moodfader_lab();
     export
         .arg("export-tokens")
         .arg("--data")
@@ -476,7 +497,7 @@ pub fn train_continuation(ws: &Workspace, script_args: &[String]) -> Result<()> 
         .arg(format!("--transpose={CONTINUATION_TRANSPOSITIONS}"))
         .arg("-o")
         .arg(&tokens);
-    workspace::run("moodfader export-tokens", &mut export)?;
+    workspace::run("moodfader lab export-tokens", &mut export)?;
 
     let models = ws.root.join("models");
     let mut train = Command::new(&python);
@@ -502,7 +523,7 @@ pub fn train_continuation(ws: &Workspace, script_args: &[String]) -> Result<()> 
 }
 
 /// `cargo xtask train bridge`: calibrates the emotion bridge of the continuation model in
-/// `models/` by synthesis (`moodfader fit-bridge`), then re-measures it.
+/// `models/` by synthesis (`moodfader lab fit-bridge`), then re-measures it.
 pub fn train_bridge(ws: &Workspace) -> Result<()> {
     let rt = runtime::setup(ws)?;
     let data = training_data(ws)?;
@@ -516,7 +537,7 @@ pub fn train_bridge(ws: &Workspace) -> Result<()> {
 /// Fits the bridge's forward model on continuations of training pieces and writes it into the
 /// continuation manifest in `models/`.
 fn fit_bridge(rt: &runtime::Runtime, models: &Path, data: &Path) -> Result<()> {
-    let mut fit = moodfader_cli();
+    let mut fit = moodfader_lab();
     fit.arg("fit-bridge")
         .arg("--data")
         .arg(data)
@@ -524,7 +545,7 @@ fn fit_bridge(rt: &runtime::Runtime, models: &Path, data: &Path) -> Result<()> {
         .arg(models.join("continuation.json"))
         .env(ORT_DYLIB_ENV, &rt.ort_lib)
         .env("MOODFADER_MODEL_DIR", models);
-    workspace::run("moodfader fit-bridge", &mut fit)
+    workspace::run("moodfader lab fit-bridge", &mut fit)
 }
 
 /// Measures the continuation model in `models/` and writes `metrics` into its manifest.
@@ -532,7 +553,7 @@ pub fn merge_continuation_metrics(rt: &runtime::Runtime, models: &Path) -> Resul
     let mut metrics = serde_json::Map::new();
     for (name, quick) in [("quick", true), ("full", false)] {
         let out = models.join("train").join("work").join(format!("continuation_eval_{name}.json"));
-        let mut eval = moodfader_cli();
+        let mut eval = moodfader_lab();
         eval.arg("eval-continuation").arg("-o").arg(&out);
         if quick {
             eval.arg("--quick");
@@ -545,7 +566,7 @@ pub fn merge_continuation_metrics(rt: &runtime::Runtime, models: &Path) -> Resul
             }
         }
         eval.env(ORT_DYLIB_ENV, &rt.ort_lib).env("MOODFADER_MODEL_DIR", models);
-        workspace::run(&format!("moodfader eval-continuation ({name})"), &mut eval)?;
+        workspace::run(&format!("moodfader lab eval-continuation ({name})"), &mut eval)?;
         let text = fs::read_to_string(&out).with_context(|| format!("{}: cannot read", out.display()))?;
         metrics.insert(name.into(), serde_json::from_str(&text)?);
     }
@@ -574,6 +595,24 @@ mod tests {
             data_dir(root, Some("".into())),
             PathBuf::from("/w/main/../shared/data")
         );
+    }
+
+    #[test]
+    fn the_summary_counts_every_step_and_names_what_was_skipped() {
+        let all = [("setup", Ok(Step::Passed)), ("bundle", Ok(Step::Passed)), ("tests", Ok(Step::Passed))];
+        assert_eq!(summary(&all, &[]), "xtask test: all 3 steps passed (setup, bundle, tests)");
+        let some = [
+            ("setup", Ok(Step::Passed)),
+            ("screenshot", Ok(Step::Skipped("no Xvfb".into()))),
+            ("tests", Err(anyhow::anyhow!("boom"))),
+        ];
+        let line = summary(&some, &["held-out emotion metrics: no data".into()]);
+        assert_eq!(
+            line,
+            "xtask test: 1/3 steps passed (setup); SKIPPED: screenshot; NOT CHECKED for want of data: held-out emotion metrics: no data; FAILED: tests"
+        );
+        let line = summary(&all, &["token round trip: no data".into()]);
+        assert!(!line.contains("all 3") && line.contains("3/3") && line.contains("token round trip"), "{line}");
     }
 
     #[test]

@@ -8,9 +8,9 @@
 use std::time::Instant;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use moodfader_engine::compose::{ContinueOptions, bars_after, continue_notes};
-use moodfader_engine::continuation::ContinuationModel;
-use moodfader_engine::midifile::parse_midi;
+use moodfader_engine::listen::midifile::parse_midi;
+use moodfader_engine::play::compose::{ContinueOptions, bars_after, continue_notes};
+use moodfader_engine::play::continuation::ContinuationModel;
 use moodfader_engine::runtime::ensure_runtime;
 
 const DEMO: &[u8] = include_bytes!("../../../assets/demo.mid");
@@ -19,7 +19,7 @@ fn bench_continuation(c: &mut Criterion) {
     ensure_runtime(None).expect("ONNX Runtime (run `cargo xtask setup`)");
     let mut model = ContinuationModel::load_default().expect("continuation model");
     // Both models loaded, as in a plugin instance (the memory budget counts them).
-    let _emotion = moodfader_engine::emotion::EmotionModel::load_default().expect("emotion model");
+    let _emotion = moodfader_engine::feel::emotion::EmotionModel::load_default().expect("emotion model");
     let piece = parse_midi(DEMO).expect("demo");
     let n = piece.bars.len();
     let (bars, notes) = (&piece.bars[n - 8..], &piece.notes[..]);

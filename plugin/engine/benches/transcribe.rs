@@ -9,9 +9,9 @@ use std::time::Instant;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use moodfader_engine::Note;
+use moodfader_engine::listen::transcribe::{BasicPitch, FFT_HOP, MODEL_SAMPLE_RATE_HZ, NoteParams, STREAM_HOP_FRAMES, StreamingTranscriber};
+use moodfader_engine::rt::synth::render_notes;
 use moodfader_engine::runtime::ensure_runtime;
-use moodfader_engine::synth::render_notes;
-use moodfader_engine::transcribe::{BasicPitch, FFT_HOP, MODEL_SAMPLE_RATE_HZ, NoteParams, STREAM_HOP_FRAMES, StreamingTranscriber};
 
 const RATE_HZ: u32 = 48_000;
 

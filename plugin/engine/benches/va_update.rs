@@ -7,9 +7,9 @@
 use std::time::Instant;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use moodfader_engine::bridge::ToWorker;
-use moodfader_engine::emotion::EmotionModel;
-use moodfader_engine::live::LiveEstimator;
+use moodfader_engine::feel::emotion::EmotionModel;
+use moodfader_engine::feel::live::LiveEstimator;
+use moodfader_engine::rt::queues::ToWorker;
 use moodfader_engine::runtime::ensure_runtime;
 
 /// A live estimator that has heard `bars` bars of a busy four-voice texture at 120 BPM.

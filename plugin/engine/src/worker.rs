@@ -12,14 +12,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::bridge::{INPUT_AUDIO, INPUT_BOTH, Shared, ToWorker, WorkerEnds, WorkerStatus};
-use crate::emotion::{EmotionModel, ModelOrigin};
-use crate::continuation::ContinuationModel;
-use crate::live::LiveEstimator;
-use crate::notes::BarWindow;
-use crate::player::{GeneratorThread, Player};
+use crate::feel::emotion::{EmotionModel, ModelOrigin};
+use crate::feel::live::LiveEstimator;
+use crate::listen::notes::BarWindow;
+use crate::listen::transcribe::{BasicPitch, NoteParams, StreamEvent, StreamingTranscriber};
+use crate::play::continuation::ContinuationModel;
+use crate::play::player::{GeneratorThread, Player};
+use crate::rt::queues::{ToWorker, WorkerEnds};
 use crate::runtime::{EmbeddedRuntime, ensure_runtime};
-use crate::transcribe::{BasicPitch, NoteParams, StreamEvent, StreamingTranscriber};
+use crate::shared::{INPUT_AUDIO, INPUT_BOTH, Shared, WorkerStatus};
 
 /// Time between two estimator updates (20 Hz; the product asks for at least 10 Hz).
 pub const UPDATE_INTERVAL_MS: u64 = 50;
@@ -148,7 +149,7 @@ fn run(config: WorkerConfig, shared: &Shared, mut ends: WorkerEnds, stop: &Atomi
     let mut audio_in = AudioIn::default();
     // Arousal from audio cues while the input is audio (see audio_cues.rs); without the map the
     // model's own reading is used.
-    let cue_map = match crate::audio_cues::CueMap::embedded() {
+    let cue_map = match crate::listen::audio_cues::CueMap::embedded() {
         Ok(m) => Some(m),
         Err(e) => {
             append_status(shared, &format!("audio transcription without audio cues: {e:#}"));
@@ -329,8 +330,8 @@ impl AudioIn {
 }
 
 /// Copies the bars around the playhead into the panel's piano roll.
-fn publish_roll(shared: &Shared, live: &LiveEstimator, player: &Player, scratch: &mut Vec<crate::bridge::RollNote>) {
-    use crate::bridge::{ROLL_BARS_AFTER, ROLL_BARS_BEFORE, RollNote};
+fn publish_roll(shared: &Shared, live: &LiveEstimator, player: &Player, scratch: &mut Vec<crate::shared::RollNote>) {
+    use crate::shared::{ROLL_BARS_AFTER, ROLL_BARS_BEFORE, RollNote};
     let now_beats = shared.now_beats.load(Ordering::Relaxed);
     let now_s = shared.now_s.load(Ordering::Relaxed);
     let bar_len = BarWindow::len_beats_for_meter(shared.sig_num.load(Ordering::Relaxed), shared.sig_den.load(Ordering::Relaxed));

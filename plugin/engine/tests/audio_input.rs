@@ -12,9 +12,10 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use moodfader_engine::Note;
-use moodfader_engine::audio_side::{AudioSide, TransportInfo};
-use moodfader_engine::bridge::{INPUT_AUDIO, INPUT_MIDI, Shared, WorkerStatus, queues};
-use moodfader_engine::synth::render_notes;
+use moodfader_engine::rt::audio_side::{AudioSide, TransportInfo};
+use moodfader_engine::rt::queues::queues;
+use moodfader_engine::rt::synth::render_notes;
+use moodfader_engine::shared::{INPUT_AUDIO, INPUT_MIDI, Shared, WorkerStatus};
 use moodfader_engine::worker::{Worker, WorkerConfig};
 
 const RATE_HZ: u32 = 48_000;

@@ -11,12 +11,12 @@
 //!
 //! Thread: test
 
-use moodfader_engine::compose::{ContinueOptions, bars_after, continue_notes, continue_piece, notes_to_smf};
-use moodfader_engine::continuation::{ContinuationModel, EMBEDDED_MANIFEST, EMBEDDED_MODEL};
-use moodfader_engine::emotion::{EmotionModel, ModelOrigin};
-use moodfader_engine::evaluate::{EvalConfig, demo_primers, evaluate};
-use moodfader_engine::midifile::{Piece, parse_midi};
-use moodfader_engine::notes::BarWindow;
+use moodfader_engine::feel::emotion::{EmotionModel, ModelOrigin};
+use moodfader_engine::lab::evaluate::{EvalConfig, demo_primers, evaluate};
+use moodfader_engine::listen::midifile::{Piece, parse_midi};
+use moodfader_engine::listen::notes::BarWindow;
+use moodfader_engine::play::compose::{ContinueOptions, bars_after, continue_notes, continue_piece, notes_to_smf};
+use moodfader_engine::play::continuation::{ContinuationModel, EMBEDDED_MANIFEST, EMBEDDED_MODEL};
 use moodfader_engine::runtime::ensure_runtime;
 
 const DEMO: &[u8] = include_bytes!("../../../assets/demo.mid");

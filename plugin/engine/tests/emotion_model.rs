@@ -7,9 +7,9 @@
 //!
 //! Thread: test
 
-use moodfader_engine::emotion::{EMBEDDED_MANIFEST, EmotionModel};
-use moodfader_engine::export::{ExportReport, data_dir, labelled_pieces};
-use moodfader_engine::features::{CONTEXT_LEN, context_vectors};
+use moodfader_engine::feel::emotion::{EMBEDDED_MANIFEST, EmotionModel};
+use moodfader_engine::feel::features::{CONTEXT_LEN, context_vectors};
+use moodfader_engine::lab::export::{ExportReport, data_dir, labelled_pieces};
 use moodfader_engine::runtime::ensure_runtime;
 
 fn model() -> EmotionModel {
@@ -50,8 +50,7 @@ fn selftest_rows_match_training() {
 fn held_out_metrics_do_not_regress() {
     let data = data_dir();
     if !data.join("vgmidi/labelled/labels.json").is_file() {
-        eprintln!("\n!!!!! DATA NOT FOUND at {}: held-out emotion metrics NOT CHECKED (set MOODFADER_DATA) !!!!!\n", data.display());
-        assert!(std::env::var_os("CI").is_none(), "CI must have the data set");
+        moodfader_engine::lab::skipped("held-out emotion metrics (emotion_model.rs)", &format!("no data at {} (set MOODFADER_DATA)", data.display()));
         return;
     }
     let manifest: serde_json::Value = serde_json::from_str(EMBEDDED_MANIFEST).unwrap();

@@ -2,8 +2,8 @@
 //!
 //! Thread: test
 
-use moodfader_engine::features::{FEATURE_NAMES, NUM_FEATURES, features_for_bars};
-use moodfader_engine::midifile::{parse_midi, single_track_smf};
+use moodfader_engine::feel::features::{FEATURE_NAMES, NUM_FEATURES, features_for_bars};
+use moodfader_engine::listen::midifile::{parse_midi, single_track_smf};
 
 fn smf(tpq: u16, events: &[(u32, Vec<u8>)]) -> Vec<u8> {
     single_track_smf(tpq, events.iter().map(|(d, b)| (*d, b.as_slice())))
@@ -108,7 +108,7 @@ fn drums_are_ignored_for_pitch_features() {
 fn demo_features_match_golden() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let demo = root.join("../../assets/demo.mid");
-    let piece = moodfader_engine::midifile::read_midi_file(&demo).unwrap();
+    let piece = moodfader_engine::listen::midifile::read_midi_file(&demo).unwrap();
     let f = features_for_bars(&piece.notes, &piece.bars);
     let golden_path = root.join("tests/golden/demo_features.json");
     if std::env::var_os("UPDATE_GOLDEN").is_some() {

@@ -10,9 +10,9 @@
 //!
 //! Thread: test (plays the worker)
 
-use moodfader_engine::bridge::ToWorker;
-use moodfader_engine::emotion::EmotionModel;
-use moodfader_engine::live::LiveEstimator;
+use moodfader_engine::feel::emotion::EmotionModel;
+use moodfader_engine::feel::live::LiveEstimator;
+use moodfader_engine::rt::queues::ToWorker;
 use moodfader_engine::runtime::ensure_runtime;
 
 const TEMPO_BPM: f64 = 120.0;

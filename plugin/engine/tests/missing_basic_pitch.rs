@@ -7,8 +7,9 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use moodfader_engine::audio_side::{AudioSide, TransportInfo};
-use moodfader_engine::bridge::{INPUT_BOTH, Shared, WorkerStatus, queues};
+use moodfader_engine::rt::audio_side::{AudioSide, TransportInfo};
+use moodfader_engine::rt::queues::queues;
+use moodfader_engine::shared::{INPUT_BOTH, Shared, WorkerStatus};
 use moodfader_engine::worker::{Worker, WorkerConfig};
 
 fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {

@@ -8,8 +8,8 @@
 
 use std::time::{Duration, Instant};
 
-use moodfader_engine::features::features_for_bars;
-use moodfader_engine::midifile::{parse_midi, single_track_smf};
+use moodfader_engine::feel::features::features_for_bars;
+use moodfader_engine::listen::midifile::{parse_midi, single_track_smf};
 
 fn timed(what: &str, bytes: &[u8]) {
     let start = Instant::now();

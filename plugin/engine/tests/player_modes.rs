@@ -15,11 +15,12 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use moodfader_engine::bridge::{Scheduled, ScheduledKind, Shared, ToWorker, queues};
-use moodfader_engine::continuation::ContinuationModel;
-use moodfader_engine::live::LiveEstimator;
-use moodfader_engine::player::{GeneratorThread, Player};
+use moodfader_engine::feel::live::LiveEstimator;
+use moodfader_engine::play::continuation::ContinuationModel;
+use moodfader_engine::play::player::{GeneratorThread, Player};
+use moodfader_engine::rt::queues::{Scheduled, ScheduledKind, ToWorker, queues};
 use moodfader_engine::runtime::ensure_runtime;
+use moodfader_engine::shared::Shared;
 
 const BPM: f64 = 240.0;
 const BAR: f64 = 4.0;

@@ -3,9 +3,9 @@
 //!
 //! Thread: test
 
-use moodfader_engine::analyze::{Analysis, analyze_piece};
-use moodfader_engine::emotion::EmotionModel;
-use moodfader_engine::midifile::{parse_midi, single_track_smf};
+use moodfader_engine::feel::analyze::{Analysis, analyze_piece};
+use moodfader_engine::feel::emotion::EmotionModel;
+use moodfader_engine::listen::midifile::{parse_midi, single_track_smf};
 use moodfader_engine::runtime::ensure_runtime;
 
 const TPQ: u16 = 480;

@@ -4,9 +4,9 @@
 //!
 //! Thread: test
 
-use moodfader_engine::export::export_tokens;
-use moodfader_engine::midifile::single_track_smf;
-use moodfader_engine::tokens::{ATTRIBUTE_BASE, NUM_ATTRIBUTE_LEVELS, decode};
+use moodfader_engine::lab::export::export_tokens;
+use moodfader_engine::listen::midifile::single_track_smf;
+use moodfader_engine::play::tokens::{ATTRIBUTE_BASE, NUM_ATTRIBUTE_LEVELS, decode};
 
 /// A 4-bar piece of eighth notes around `base` with velocity `vel`.
 fn piece(base: u8, vel: u8) -> Vec<u8> {

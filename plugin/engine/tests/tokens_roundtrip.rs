@@ -7,9 +7,9 @@
 
 use std::path::Path;
 
-use moodfader_engine::export::data_dir;
-use moodfader_engine::midifile::read_midi_file;
-use moodfader_engine::tokens::{DURATION_STEPS, STEPS_PER_QUARTER, decode, duration_class, encode, grid_to_notes};
+use moodfader_engine::lab::export::data_dir;
+use moodfader_engine::listen::midifile::read_midi_file;
+use moodfader_engine::play::tokens::{DURATION_STEPS, STEPS_PER_QUARTER, decode, duration_class, encode, grid_to_notes};
 
 /// Round-trips one file; returns (notes checked, notes that could not be addressed).
 fn round_trip(path: &Path) -> (usize, usize) {
@@ -65,8 +65,7 @@ fn data_set_pieces_round_trip() {
     let pop = data.join("pop909");
     let vg = data.join("vgmidi/unlabelled");
     if !pop.is_dir() || !vg.is_dir() {
-        eprintln!("\n!!!!! DATA NOT FOUND at {}: token round trip on POP909/VGMIDI NOT CHECKED (set MOODFADER_DATA) !!!!!\n", data.display());
-        assert!(std::env::var_os("CI").is_none(), "CI must have the data set");
+        moodfader_engine::lab::skipped("token round trip on POP909/VGMIDI (tokens_roundtrip.rs)", &format!("no data at {} (set MOODFADER_DATA)", data.display()));
         return;
     }
     let mut files: Vec<_> = (1..=20).map(|i| pop.join(format!("{i:03}/{i:03}.mid"))).collect();

@@ -11,10 +11,10 @@
 //!
 //! Thread: test (plays the worker)
 
-use moodfader_engine::midifile::read_midi_file;
+use moodfader_engine::listen::midifile::read_midi_file;
+use moodfader_engine::rt::synth::render_notes;
 use moodfader_engine::runtime::ensure_runtime;
-use moodfader_engine::synth::render_notes;
-use moodfader_engine::transcribe::{
+use moodfader_engine::listen::transcribe::{
     BasicPitch, NoteParams, StreamEvent, StreamingTranscriber, TranscribedNote, note_f1, transcribe_offline,
 };
 

@@ -8,8 +8,9 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use moodfader_engine::audio_side::{AudioSide, TransportInfo};
-use moodfader_engine::bridge::{Shared, TO_WORKER_CAPACITY, WorkerStatus, queues};
+use moodfader_engine::rt::audio_side::{AudioSide, TransportInfo};
+use moodfader_engine::rt::queues::{TO_WORKER_CAPACITY, queues};
+use moodfader_engine::shared::{Shared, WorkerStatus};
 use moodfader_engine::worker::{Worker, WorkerConfig};
 
 fn wait_for(what: &str, mut done: impl FnMut() -> bool) {

@@ -10,8 +10,9 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use moodfader_engine::audio_side::{AudioSide, TransportInfo};
-use moodfader_engine::bridge::{Shared, WorkerStatus, queues};
+use moodfader_engine::rt::audio_side::{AudioSide, TransportInfo};
+use moodfader_engine::rt::queues::queues;
+use moodfader_engine::shared::{Shared, WorkerStatus};
 use moodfader_engine::worker::{Worker, WorkerConfig};
 
 fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
@@ -47,7 +48,7 @@ fn worker_reports_status_and_estimates() {
     w.stop();
 
     std::fs::write(dir.path().join("emotion_va.onnx"), vec![7u8; 4096]).unwrap();
-    std::fs::write(dir.path().join("emotion_va.json"), moodfader_engine::emotion::EMBEDDED_MANIFEST).unwrap();
+    std::fs::write(dir.path().join("emotion_va.json"), moodfader_engine::feel::emotion::EMBEDDED_MANIFEST).unwrap();
     let (mut w, _audio, shared) = start();
     assert_eq!(shared.status(), WorkerStatus::Error);
     let text = shared.status_text();

@@ -3,9 +3,9 @@
 //!
 //! Thread: worker (allocates only while its buffers grow to their working size)
 
-use crate::bridge::ToWorker;
-use crate::features::{CONTEXT_LEN, CONTEXT_MEAN_BARS, Features, LongMean, bar_features, context_vector, pitch_class_hist};
-use crate::notes::{BarWindow, Note};
+use crate::feel::features::{CONTEXT_LEN, CONTEXT_MEAN_BARS, Features, LongMean, bar_features, context_vector, pitch_class_hist};
+use crate::listen::notes::{BarWindow, Note};
+use crate::rt::queues::ToWorker;
 
 /// Most notes the live history keeps; the oldest go first.
 pub const MAX_LIVE_NOTES: usize = 4096;
@@ -184,7 +184,7 @@ impl LiveEstimator {
         let num_bars_heard = 1 + (1..CONTEXT_MEAN_BARS).filter(|&k| windows[k].end_s > listen_start + 1e-9).count();
         let hists: [[f32; 12]; CONTEXT_MEAN_BARS] = std::array::from_fn(|k| pitch_class_hist(&self.scratch, &windows[k]));
         // Oldest first, like the bars of a file.
-        let mut feats: [Features; CONTEXT_MEAN_BARS] = [[0.0; crate::features::NUM_FEATURES]; CONTEXT_MEAN_BARS];
+        let mut feats: [Features; CONTEXT_MEAN_BARS] = [[0.0; crate::feel::features::NUM_FEATURES]; CONTEXT_MEAN_BARS];
         for (j, slot) in feats.iter_mut().enumerate().take(num_bars_heard) {
             let k = num_bars_heard - 1 - j;
             let mut key_hist = [0.0f32; 12];
@@ -278,8 +278,8 @@ mod tests {
         let bars: Vec<BarWindow> = (0..4)
             .map(|b| BarWindow { start_s: b as f64 * 2.0, end_s: b as f64 * 2.0 + 2.0, start_beats: b as f64 * 4.0, len_beats: 4.0, tempo_bpm: 120.0 })
             .collect();
-        let offline = crate::features::features_for_bars(&notes, &bars);
-        let expected = crate::features::context_vectors(&offline)[3];
+        let offline = crate::feel::features::features_for_bars(&notes, &bars);
+        let expected = crate::feel::features::context_vectors(&offline)[3];
         for (i, (a, b)) in ctx.input.iter().zip(expected.iter()).enumerate() {
             assert!((a - b).abs() < 1e-4, "feature {i}: live {a} offline {b}");
         }

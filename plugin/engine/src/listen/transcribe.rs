@@ -21,6 +21,8 @@ use crate::runtime::{EmbeddedRuntime, beside_binary_candidates, dev_cache_candid
 
 /// The model's sample rate.
 pub const MODEL_SAMPLE_RATE_HZ: u32 = 22_050;
+// The audio cues run on the transcriber's resampled stream.
+const _: () = assert!(crate::listen::audio_cues::CUE_SAMPLE_RATE_HZ == MODEL_SAMPLE_RATE_HZ);
 /// Samples between two frames of the model's output.
 pub const FFT_HOP: usize = 256;
 /// Samples in one model window (2 s less one hop).
@@ -484,7 +486,7 @@ pub fn drop_overlapping_bends(notes: &mut [TranscribedNote]) {
 /// reference's `note_events_to_midi` (one channel; pitch bends of ±2 semitones spread evenly
 /// over each note that has them).
 pub fn transcription_smf(notes: &[TranscribedNote], tempo_bpm: f64) -> Vec<u8> {
-    let tpq = crate::compose::SMF_TICKS_PER_QUARTER as f64;
+    let tpq = crate::listen::midifile::SMF_TICKS_PER_QUARTER as f64;
     let tempo_bpm = tempo_bpm.clamp(1.0, 2000.0);
     let tick = |s: f64| (s.max(0.0) * tempo_bpm / 60.0 * tpq).round() as u64;
     let us = (60_000_000.0 / tempo_bpm).round() as u32;
@@ -511,7 +513,7 @@ pub fn transcription_smf(notes: &[TranscribedNote], tempo_bpm: f64) -> Vec<u8> {
         raw.push(((t - last).min(u32::MAX as u64 >> 4) as u32, b[..len].to_vec()));
         last = t;
     }
-    crate::midifile::single_track_smf(crate::compose::SMF_TICKS_PER_QUARTER, raw.iter().map(|(d, b)| (*d, b.as_slice())))
+    crate::listen::midifile::single_track_smf(crate::listen::midifile::SMF_TICKS_PER_QUARTER, raw.iter().map(|(d, b)| (*d, b.as_slice())))
 }
 
 fn velocity_of(amplitude: f32) -> u8 {
@@ -671,7 +673,7 @@ pub struct StreamingTranscriber {
     /// Notes handed out whose ends are not settled: (pitch, start frame, last known end).
     open: Vec<(u8, usize, usize)>,
     /// Audio cues of the same 22 050 Hz stream (loudness, onsets, flux, brightness).
-    cues: crate::audio_cues::LiveCues,
+    cues: crate::listen::audio_cues::LiveCues,
     /// Model runs and their total time, for the real-time factor.
     pub num_runs: u64,
     pub run_time_s: f64,
@@ -719,7 +721,7 @@ impl StreamingTranscriber {
             window: vec![0.0; WINDOW_SAMPLES],
             decided_until: 0,
             open: Vec::new(),
-            cues: crate::audio_cues::LiveCues::new(start_s),
+            cues: crate::listen::audio_cues::LiveCues::new(start_s),
             num_runs: 0,
             run_time_s: 0.0,
             audio_time_s: 0.0,
@@ -851,8 +853,8 @@ impl StreamingTranscriber {
         }
     }
 
-    /// The cues of the bar ending at `now_s` and their 4-bar mean (see [`crate::audio_cues::CueMap`]).
-    pub fn bar_cues(&mut self, now_s: f64, bar_s: f64) -> [f32; 2 * crate::audio_cues::NUM_CUES] {
+    /// The cues of the bar ending at `now_s` and their 4-bar mean (see [`crate::listen::audio_cues::CueMap`]).
+    pub fn bar_cues(&mut self, now_s: f64, bar_s: f64) -> [f32; 2 * crate::listen::audio_cues::NUM_CUES] {
         self.cues.bar_cues(now_s, bar_s)
     }
 
@@ -955,7 +957,7 @@ mod tests {
         drop_overlapping_bends(&mut notes);
         assert!(notes[0].bends.is_empty() && notes[1].bends.is_empty() && notes[2].bends == vec![1, 2]);
         let smf = transcription_smf(&notes, 120.0);
-        let piece = crate::midifile::parse_midi(&smf).unwrap();
+        let piece = crate::listen::midifile::parse_midi(&smf).unwrap();
         assert_eq!(piece.notes.len(), 3);
         assert!(smf.windows(3).any(|w| w[0] == 0xe0), "pitch bends written");
     }

@@ -8,7 +8,7 @@ use std::path::Path;
 use anyhow::{Context, Result, bail};
 use midly::{MetaMessage, MidiMessage, Smf, Timing, TrackEventKind};
 
-use crate::notes::{BarWindow, Note};
+use crate::listen::notes::{BarWindow, Note};
 
 /// Refuse files with more notes than this (a hostile or broken file, not music).
 pub const MAX_NOTES: usize = 2_000_000;
@@ -201,6 +201,9 @@ impl Piece {
             .unwrap_or_default()
     }
 }
+
+/// Ticks per quarter of the files the engine writes (continuations, transcriptions, exports).
+pub const SMF_TICKS_PER_QUARTER: u16 = 480;
 
 /// Builds a format-0 Standard MIDI File from (delta ticks, raw event bytes) pairs, adding the
 /// end-of-track event. For tests and small generated files.

@@ -4,8 +4,8 @@
 //!
 //! Thread: any (allocation-free; the live worker calls it ≥ 10 times a second)
 
-use crate::keyfind::find_key;
-use crate::notes::{BarWindow, Note};
+use crate::listen::keyfind::find_key;
+use crate::listen::notes::{BarWindow, Note};
 
 /// Bumped whenever a feature's definition, order or count changes, or the context vector's.
 /// Models record the version they were trained on and the loader refuses a mismatch.

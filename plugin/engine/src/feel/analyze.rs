@@ -6,9 +6,9 @@
 use anyhow::Result;
 use serde::Serialize;
 
-use crate::emotion::EmotionModel;
-use crate::features::{context_vectors, features_for_bars};
-use crate::midifile::Piece;
+use crate::feel::emotion::EmotionModel;
+use crate::feel::features::{context_vectors, features_for_bars};
+use crate::listen::midifile::Piece;
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct BarEstimate {

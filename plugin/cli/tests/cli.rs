@@ -12,9 +12,9 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
-use moodfader_engine::midifile::parse_midi;
+use moodfader_engine::listen::midifile::parse_midi;
 
-const DEMO: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../assets/demo.mid");
+const DEMO: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../assets/demo.mid");
 
 fn run(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_moodfader")).args(args).output().expect("runs moodfader")
@@ -93,9 +93,9 @@ fn bad_input_is_one_line_exit_2_and_nothing_written() {
         (vec!["continue", DEMO, "--bars", "2"], "-o"),
         (vec!["analyze", garbage.to_str().unwrap()], "garbage.mid"),
         (vec!["analyze", missing.to_str().unwrap()], "missing.mid"),
-        (vec!["fit-bridge", "--samples", "3"], "--samples"),
-        (vec!["fit-bridge", "--gain", "-1"], "--gain"),
-        (vec!["fit-bridge", "--data", missing.to_str().unwrap()], "missing.mid"),
+        (vec!["lab", "fit-bridge", "--samples", "3"], "--samples"),
+        (vec!["lab", "fit-bridge", "--gain", "-1"], "--gain"),
+        (vec!["lab", "fit-bridge", "--data", missing.to_str().unwrap()], "missing.mid"),
     ];
     for (args, mentions) in cases {
         let o = run(&args);
@@ -103,10 +103,33 @@ fn bad_input_is_one_line_exit_2_and_nothing_written() {
         assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
         let first = err.lines().next().unwrap_or("");
         assert!(first.starts_with("moodfader: ") && first.contains(mentions), "{args:?}: first line {first:?} should name {mentions}");
+        assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: one line, not the manual: {err}");
         assert!(!Path::new(&out).exists(), "{args:?} left {out:?} behind");
     }
     let leftovers: Vec<_> = std::fs::read_dir(dir.path()).unwrap().flatten().map(|e| e.file_name()).collect();
     assert_eq!(leftovers.len(), 1, "only the garbage input remains: {leftovers:?}");
+}
+
+#[test]
+fn every_command_has_its_help_and_the_shells_their_completions() {
+    for (args, mentions) in [
+        (vec!["--help"], "continue"),
+        (vec!["continue", "--help"], "--note-density"),
+        (vec!["analyze", "--help"], "--calibrate"),
+        (vec!["transcribe", "--help"], "--no-pitch-bends"),
+        (vec!["lab", "--help"], "fit-bridge"),
+        (vec!["lab", "eval-continuation", "--help"], "--heldout"),
+        (vec!["completions", "bash"], "moodfader"),
+    ] {
+        let o = run(&args);
+        assert!(o.status.success(), "{args:?}: {}", stderr(&o));
+        let out = String::from_utf8_lossy(&o.stdout);
+        assert!(out.contains(mentions), "{args:?} should mention {mentions}: {out}");
+    }
+    let o = run(&["analyse", DEMO]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = stderr(&o);
+    assert!(err.contains("analyze") && err.trim_end().lines().count() == 1, "a misspelt command gets one line and a hint: {err}");
 }
 
 #[test]

@@ -1,5 +1,5 @@
 //! The continuation model and its sampler: a decoder-only transformer over the token vocabulary
-//! of [`crate::tokens`], run through ONNX Runtime with its key/value cache as inputs and outputs,
+//! of [`crate::play::tokens`], run through ONNX Runtime with its key/value cache as inputs and outputs,
 //! and a grammar-constrained sampler (temperature, nucleus, seed) that keeps to the heard key,
 //! bounds polyphony and never writes a note past the bars it was asked for.
 //!
@@ -12,12 +12,12 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, anyhow, bail};
 use serde::Deserialize;
 
-use crate::attributes::AttributeScale;
-use crate::emotion::{ENV_MODEL_DIR, ModelOrigin};
-use crate::features::is_dissonant;
+use crate::feel::emotion::{ENV_MODEL_DIR, ModelOrigin};
+use crate::feel::features::is_dissonant;
+use crate::play::attributes::AttributeScale;
+use crate::play::steering::{EmotionBridge, Scale, mode_map};
 use crate::runtime::{session_from_bytes, sha256_hex};
-use crate::steering::{EmotionBridge, Scale, mode_map};
-use crate::tokens::{
+use crate::play::tokens::{
     BAR, BOS, DURATION_BASE, DURATION_STEPS, GridNote, NUM_ATTRIBUTES, NUM_POSITIONS, NUM_VELOCITY_BUCKETS, PITCH_BASE,
     POSITION_BASE, TOKEN_SPEC_VERSION, Token, VELOCITY_BASE, VOCAB_SIZE, bucket_velocity,
 };
@@ -25,8 +25,8 @@ use crate::tokens::{
 pub const MODEL_FILE: &str = "continuation.onnx";
 pub const MANIFEST_FILE: &str = "continuation.json";
 /// The committed model, built into every binary.
-pub const EMBEDDED_MODEL: &[u8] = include_bytes!("../../../models/continuation.onnx");
-pub const EMBEDDED_MANIFEST: &str = include_str!("../../../models/continuation.json");
+pub const EMBEDDED_MODEL: &[u8] = include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/../../models/continuation.onnx"));
+pub const EMBEDDED_MANIFEST: &str = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../../models/continuation.json"));
 
 /// Most primer tokens fed before generating (the rest of what was heard is left out, from the
 /// front, at a bar line). Keeps the first bar fast.
@@ -130,13 +130,13 @@ const MODE_PROBE_STEPS: f32 = 4.0;
 /// histogram) toward `target`, scaled so the strongest pull is `gain` times the distance to the
 /// target in fader ranges.
 fn mode_pull(hist: &[f32; 12], target: f32, span: f32, gain: f32) -> [f32; 12] {
-    let now = crate::keyfind::find_key(hist).mode;
+    let now = crate::listen::keyfind::find_key(hist).mode;
     let err = ((target - now) / span.max(1e-3)).clamp(-1.0, 1.0);
     let mut delta = [0.0f32; 12];
     for (pc, d) in delta.iter_mut().enumerate() {
         let mut h = *hist;
         h[pc] += MODE_PROBE_STEPS;
-        *d = crate::keyfind::find_key(&h).mode - now;
+        *d = crate::listen::keyfind::find_key(&h).mode - now;
     }
     let max = delta.iter().fold(0.0f32, |m, d| m.max(d.abs()));
     if max < 1e-6 || !err.is_finite() {
@@ -146,7 +146,7 @@ fn mode_pull(hist: &[f32; 12], target: f32, span: f32, gain: f32) -> [f32; 12] {
 }
 
 /// Grid steps of the 16th-note slots the feature `rhythm_density` counts.
-const STEPS_PER_SLOT: u32 = crate::tokens::STEPS_PER_QUARTER / 4;
+const STEPS_PER_SLOT: u32 = crate::play::tokens::STEPS_PER_QUARTER / 4;
 
 /// Gains of the governors: log-probability per unit of distance from a target.
 pub mod gains {
@@ -497,7 +497,7 @@ impl ContinuationModel {
     }
 
     /// Generates `plan.len()` bars after `primer` (tokens of what was heard, as
-    /// [`crate::tokens::encode`] writes them; may be empty). `on_bar(bar, notes)` gets each bar as
+    /// [`crate::play::tokens::encode`] writes them; may be empty). `on_bar(bar, notes)` gets each bar as
     /// soon as it is complete and may return `false` to stop early.
     pub fn generate(
         &mut self,
@@ -513,7 +513,7 @@ impl ContinuationModel {
         let mut rng = SplitMix64::new(settings.seed);
 
         // Primer: the suffix that starts at a bar line and fits MAX_PRIMER_TOKENS.
-        let primer: Vec<u32> = primer.iter().copied().filter(|&t| t != crate::tokens::EOS && t != crate::tokens::PAD).collect();
+        let primer: Vec<u32> = primer.iter().copied().filter(|&t| t != crate::play::tokens::EOS && t != crate::play::tokens::PAD).collect();
         let budget = MAX_PRIMER_TOKENS.min(self.context() / 2);
         let start = primer
             .iter()
@@ -833,7 +833,7 @@ mod tests {
         let mut logits = vec![0.0f32; VOCAB_SIZE as usize];
         logits[(PITCH_BASE + 61) as usize] = 5.0; // C#, out of C major
         let settings = SamplerSettings {
-            scale: Some(Scale { tonic: 0, mode: crate::steering::Mode::Major }),
+            scale: Some(Scale { tonic: 0, mode: crate::play::steering::Mode::Major }),
             key_penalty: 100.0,
             max_polyphony: 2,
             ..Default::default()
@@ -908,9 +908,9 @@ mod tests {
         let mode_with = |pc: usize| {
             let mut h = gov.pc_hist;
             h[pc] += MODE_PROBE_STEPS;
-            crate::keyfind::find_key(&h).mode
+            crate::listen::keyfind::find_key(&h).mode
         };
-        let now = crate::keyfind::find_key(&gov.pc_hist).mode;
+        let now = crate::listen::keyfind::find_key(&gov.pc_hist).mode;
         let (top, bottom) = (0..12).fold((0, 0), |(t, b), pc| (if pull[pc] > pull[t] { pc } else { t }, if pull[pc] < pull[b] { pc } else { b }));
         assert!(mode_with(top) < now && mode_with(bottom) > now, "{pull:?}");
         // Staccato quarters (3 steps of a 12-step gap) bring the articulation governor's measure

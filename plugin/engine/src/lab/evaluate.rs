@@ -8,14 +8,15 @@
 use anyhow::Result;
 use serde::Serialize;
 
-use crate::attributes::raw_attributes;
-use crate::compose::{ContinueOptions, bars_after, continue_notes};
-use crate::continuation::ContinuationModel;
-use crate::emotion::EmotionModel;
-use crate::features::{context_vectors, features_for_bars};
-use crate::notes::{BarWindow, Note};
-use crate::steering::{Mode, SteerRequest, heard_key};
-use crate::{Attribute, compose};
+use crate::Attribute;
+use crate::feel::emotion::EmotionModel;
+use crate::feel::features::{context_vectors, features_for_bars};
+use crate::listen::notes::{BarWindow, Note};
+use crate::play::attributes::raw_attributes;
+use crate::play::compose;
+use crate::play::compose::{ContinueOptions, bars_after, continue_notes};
+use crate::play::continuation::ContinuationModel;
+use crate::play::steering::{Mode, SteerRequest, heard_key};
 
 /// A primer: heard notes and their bars.
 #[derive(Debug, Clone)]
@@ -27,7 +28,7 @@ pub struct Primer {
 
 /// Primers from the repository alone: the demo's three 8-bar moods (calm C major, tense A minor,
 /// bright G major) and the whole demo.
-pub fn demo_primers(demo: &crate::midifile::Piece) -> Vec<Primer> {
+pub fn demo_primers(demo: &crate::listen::midifile::Piece) -> Vec<Primer> {
     let mut out = Vec::new();
     for (name, from, to) in [("demo bars 1-8 (calm)", 0, 8), ("demo bars 9-16 (tense)", 8, 16), ("demo bars 17-24 (bright)", 16, 24)] {
         let to = to.min(demo.bars.len());
@@ -44,7 +45,7 @@ pub fn demo_primers(demo: &crate::midifile::Piece) -> Vec<Primer> {
 }
 
 /// Primers the continuation model never saw: the first `bars` bars of `n` pieces of the token
-/// export's validation split (every 10th piece of [`crate::export::continuation_corpus`] in path
+/// export's validation split (every 10th piece of [`crate::lab::export::continuation_corpus`] in path
 /// order), spread evenly over it.
 pub fn heldout_primers(data: &std::path::Path, n: usize, bars: usize) -> Vec<Primer> {
     split_primers(data, n, bars, true)
@@ -57,14 +58,14 @@ pub fn training_primers(data: &std::path::Path, n: usize, bars: usize) -> Vec<Pr
 }
 
 fn split_primers(data: &std::path::Path, n: usize, bars: usize, validation: bool) -> Vec<Primer> {
-    let files = crate::export::continuation_corpus(data);
+    let files = crate::lab::export::continuation_corpus(data);
     let valid: Vec<_> = files.iter().enumerate().filter(|(i, _)| (i % 10 == 0) == validation).map(|(_, p)| p.clone()).collect();
     let step = (valid.len() / n.max(1)).max(1);
     valid
         .iter()
         .step_by(step)
         .filter_map(|path| {
-            let piece = crate::midifile::read_midi_file(path).ok()?;
+            let piece = crate::listen::midifile::read_midi_file(path).ok()?;
             // Skip a silent opening: start at the first bar with notes.
             let first = piece.bars.iter().position(|b| piece.notes.iter().any(|n| !n.is_drum() && n.onset_beats >= b.start_beats && n.onset_beats < b.start_beats + b.len_beats))?;
             let bars_v: Vec<BarWindow> = piece.bars.iter().skip(first).take(bars).copied().collect();
@@ -125,7 +126,7 @@ pub struct EvalReport {
     pub emotion_trials: usize,
     /// Per mode of the ladder (brightest first): its name and the mode fader value that
     /// continuations written in it measure (mean over primers and seeds), the figures
-    /// [`crate::steering::MODE_LADDER`] is set from.
+    /// [`crate::play::steering::MODE_LADDER`] is set from.
     pub mode_ladder: Vec<(String, f64)>,
     /// Fraction of notes in the heard key (mode on auto, steer 0).
     pub in_key_fraction: f64,
@@ -135,7 +136,7 @@ pub struct EvalReport {
     pub tokens_per_second: f64,
 }
 
-fn measure(notes: &[Note], bars: &[BarWindow], scale: &crate::attributes::AttributeScale) -> [f32; 8] {
+fn measure(notes: &[Note], bars: &[BarWindow], scale: &crate::play::attributes::AttributeScale) -> [f32; 8] {
     let feats = features_for_bars(notes, bars);
     let sounding: Vec<_> = feats.iter().filter(|f| f[13] < 0.5).collect();
     if sounding.is_empty() {
@@ -219,7 +220,7 @@ pub fn evaluate(model: &mut ContinuationModel, emotion: &mut EmotionModel, prime
                     if *a != Attribute::Mode
                         && let Some(key) = heard_key(&p.notes, &p.bars, compose::KEY_BARS)
                     {
-                        let s = crate::steering::Scale::of_key(&key);
+                        let s = crate::play::steering::Scale::of_key(&key);
                         key_total += notes.len();
                         in_key += notes.iter().filter(|n| s.contains(n.pitch)).count();
                     }
@@ -344,7 +345,7 @@ pub fn synthesis_samples(
 ) -> Result<Vec<SynthesisSample>> {
     anyhow::ensure!(!primers.is_empty(), "no primers to calibrate on");
     let scale = model.scale().clone();
-    let mut rng = crate::continuation::SplitMix64::new(seed);
+    let mut rng = crate::play::continuation::SplitMix64::new(seed);
     let mut out = Vec::with_capacity(n);
     for i in 0..n {
         let asked: [f32; 8] = std::array::from_fn(|_| rng.next_f64() as f32);

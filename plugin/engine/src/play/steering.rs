@@ -7,10 +7,10 @@
 
 use serde::Deserialize;
 
-use crate::attributes::{Attribute, AttributeScale, raw_attributes};
-use crate::features::Features;
-use crate::keyfind::{KeyEstimate, find_key};
-use crate::notes::{BarWindow, Note};
+use crate::feel::features::Features;
+use crate::listen::keyfind::{KeyEstimate, find_key};
+use crate::listen::notes::{BarWindow, Note};
+use crate::play::attributes::{Attribute, AttributeScale, raw_attributes};
 
 /// From a valence/arousal target to attribute fader values, in two layers.
 ///
@@ -18,7 +18,7 @@ use crate::notes::{BarWindow, Note};
 ///   c3·V·A (clamped), a least-squares fit on VGMIDI's rated bars. It says which attributes go
 ///   with an emotion in real music, but like every regression it is shrunk toward the mean:
 ///   the faders it sets barely move what a listener (or the estimator) hears.
-/// - `forward`, learned by synthesis (`moodfader fit-bridge`): how the project's estimator reads
+/// - `forward`, learned by synthesis (`moodfader lab fit-bridge`): how the project's estimator reads
 ///   a continuation written at given fader values. The bridge then asks for the fader values
 ///   closest to the listeners' ones whose continuation reads as the target (see
 ///   [`ForwardModel::invert`]).
@@ -196,7 +196,7 @@ pub fn attribute_targets(bridge: &EmotionBridge, heard: &[f32; 8], req: &SteerRe
 
 /// Fader value in [0, 1] to a conditioning level.
 pub fn level_of(x: f32) -> u32 {
-    let n = crate::tokens::NUM_ATTRIBUTE_LEVELS;
+    let n = crate::play::tokens::NUM_ATTRIBUTE_LEVELS;
     if !x.is_finite() {
         return n / 2;
     }
@@ -309,7 +309,7 @@ pub fn mode_map(pitch: u8, from: Scale, to: Scale) -> u8 {
 pub fn heard_key(notes: &[Note], bars: &[BarWindow], last_bars: usize) -> Option<KeyEstimate> {
     let mut hist = [0.0f32; 12];
     for w in bars.iter().rev().take(last_bars) {
-        let h = crate::features::pitch_class_hist(notes, w);
+        let h = crate::feel::features::pitch_class_hist(notes, w);
         for pc in 0..12 {
             hist[pc] += h[pc];
         }
@@ -321,7 +321,7 @@ pub fn heard_key(notes: &[Note], bars: &[BarWindow], last_bars: usize) -> Option
 /// Where each mode of the ladder sits on the mode fader, in [`Mode::ALL`] order; `None` keeps a
 /// mode off the fader. The fader picks the pitch set; the sampler's mode governor then weights
 /// the pitch classes until the written notes measure the asked value. Without the governor,
-/// `moodfader eval-continuation --only mode` (its `mode_ladder` report) measures lydian darker
+/// `moodfader lab eval-continuation --only mode` (its `mode_ladder` report) measures lydian darker
 /// than major and phrygian brighter than minor on the demo primers (the key profiles hear them
 /// as the major key a fifth up and the minor key a fifth down), so those two are left off; the
 /// others sit in brightness order, evenly spread.
@@ -380,7 +380,7 @@ mod tests {
     fn forward_model_is_fitted_and_inverted() {
         // Readings from a known linear model plus deterministic noise.
         let truth = ForwardModel { intercept: [0.1, -0.05], weights: [[0.0, 0.2, 0.0, 0.0, 0.0, 0.45, -0.15, -0.1], [0.15, 0.3, 0.1, 0.0, 0.0, -0.1, -0.35, 0.0]], gain: 0.4, prior_weight: 0.02 };
-        let mut rng = crate::continuation::SplitMix64::new(3);
+        let mut rng = crate::play::continuation::SplitMix64::new(3);
         let asked: Vec<[f32; 8]> = (0..400).map(|_| std::array::from_fn(|_| rng.next_f64() as f32)).collect();
         let readings: Vec<[f32; 2]> = asked.iter().map(|x| truth.reading(x).map(|r| r + 0.02 * (rng.next_f64() as f32 - 0.5))).collect();
         let fit = ForwardModel::fit(&asked, &readings, 0.4, 0.02).expect("determined");

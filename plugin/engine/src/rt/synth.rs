@@ -151,7 +151,7 @@ impl Synth {
 }
 
 /// Renders notes (seconds on their own timeline) to mono samples, with a release tail.
-pub fn render_notes(notes: &[crate::notes::Note], sample_rate: u32) -> Vec<f32> {
+pub fn render_notes(notes: &[crate::listen::notes::Note], sample_rate: u32) -> Vec<f32> {
     let mut synth = Synth::new(sample_rate as f32);
     let sr = synth.sample_rate() as f64;
     let end_s = notes.iter().map(|n| n.onset_s + n.dur_s).fold(0.0, f64::max) + 0.5;
@@ -207,7 +207,7 @@ pub fn wav_bytes(samples: &[f32], sample_rate: u32) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::notes::Note;
+    use crate::listen::notes::Note;
 
     fn note(onset_s: f64, dur_s: f64, pitch: u8, velocity: u8) -> Note {
         Note { onset_s, dur_s, onset_beats: onset_s * 2.0, dur_beats: dur_s * 2.0, pitch, velocity, channel: 0 }

@@ -1,63 +1,16 @@
-//! What crosses between threads: the queue item types, their fixed capacities, and the shared
-//! atomics that carry the transport clock, the live estimate, status and drop counters.
+//! What the threads share besides the queues: the atomics that carry the transport clock, the
+//! user's controls, the live estimate, status and drop counters, and the piano roll.
 //!
 //! Thread: any. Each field of [`Shared`] says who writes it and who reads it. The audio thread only
-//! touches atomics here, never [`Shared::status_text`].
+//! touches atomics here, never [`Shared::status_text`] or the roll (behind locks, GUI and worker only).
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
 
 use atomic_float::{AtomicF32, AtomicF64};
 
-/// Capacity of the audio → worker event queue (notes, controllers, transport changes).
-pub const TO_WORKER_CAPACITY: usize = 8192;
-/// Capacity of the audio → worker mono audio queue, in samples (about 2.7 s at 192 kHz).
-pub const AUDIO_QUEUE_CAPACITY_SAMPLES: usize = 1 << 19;
-/// Capacity of the worker → audio queue of scheduled MIDI events.
-pub const FROM_WORKER_CAPACITY: usize = 4096;
-/// Number of scheduled events the audio thread holds while waiting for their sample.
-pub const MAX_PENDING_EVENTS: usize = 1024;
 /// Number of per-bar estimates kept for the panel's trail.
 pub const TRAIL_LEN: usize = 16;
-
-/// An event heard on the audio thread, sent to the worker. Times are on the monotonic listening
-/// clock (never jumps on loops or relocation): `time_s` in seconds since activation and `beats` in
-/// quarter notes integrated over the host tempo; `song_beats` is the host's song position.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum ToWorker {
-    Note { on: bool, channel: u8, pitch: u8, velocity: u8, time_s: f64, beats: f64, song_beats: f64 },
-    Control { channel: u8, cc: u8, value: u8, time_s: f64 },
-    /// Sent when play state, tempo or meter change, or the song position jumps (`jumped`: a loop
-    /// or a relocation, not the song moving on by itself).
-    Transport { playing: bool, tempo_bpm: f64, sig_num: u8, sig_den: u8, song_beats: f64, time_s: f64, jumped: bool },
-    /// The host reset the plugin (or re-activated it): forget what was heard.
-    Reset,
-}
-
-/// What a scheduled output event does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ScheduledKind {
-    NoteOn,
-    NoteOff,
-    Control,
-}
-
-/// A MIDI event the worker wants played at an exact beat of the listening clock (quarter notes
-/// integrated over the host tempo): the audio thread turns it into a sample offset with the
-/// tempo of the block it falls in, so a tempo change moves it with the music.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Scheduled {
-    pub at_beats: f64,
-    pub kind: ScheduledKind,
-    pub channel: u8,
-    /// Note number or controller number.
-    pub data1: u8,
-    /// Velocity or controller value.
-    pub data2: u8,
-    /// [`Shared::release_epoch`] when the worker handed it over: a note-on from before the last
-    /// release (transport stop, bypass) is dropped, so nothing starts after a stop.
-    pub epoch: u32,
-}
 
 /// The worker's state as shown in the panel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -328,13 +281,13 @@ impl Shared {
     }
 
     /// The listener's calibration now in force.
-    pub fn calibration(&self) -> crate::calibration::Calibration {
+    pub fn calibration(&self) -> crate::feel::calibration::Calibration {
         let c = |i: usize| self.calibration[i].load(Ordering::Relaxed);
-        crate::calibration::Calibration { valence: (c(0), c(1)), arousal: (c(2), c(3)) }
+        crate::feel::calibration::Calibration { valence: (c(0), c(1)), arousal: (c(2), c(3)) }
     }
 
     /// Panel / activation: puts a calibration in force.
-    pub fn set_calibration(&self, cal: &crate::calibration::Calibration) {
+    pub fn set_calibration(&self, cal: &crate::feel::calibration::Calibration) {
         for (i, v) in [cal.valence.0, cal.valence.1, cal.arousal.0, cal.arousal.1].into_iter().enumerate() {
             self.calibration[i].store(if v.is_finite() { v } else if i % 2 == 0 { 0.0 } else { 1.0 }, Ordering::Relaxed);
         }
@@ -374,28 +327,4 @@ impl Shared {
             })
             .collect()
     }
-}
-
-/// The three queue pairs' ends, created together at activation.
-pub struct AudioEnds {
-    pub to_worker: rtrb::Producer<ToWorker>,
-    pub audio: rtrb::Producer<f32>,
-    pub from_worker: rtrb::Consumer<Scheduled>,
-}
-
-pub struct WorkerEnds {
-    pub from_audio: rtrb::Consumer<ToWorker>,
-    pub audio: rtrb::Consumer<f32>,
-    pub to_audio: rtrb::Producer<Scheduled>,
-}
-
-/// Creates the queues with their fixed capacities. Allocates: call on activation, never in process().
-pub fn queues() -> (AudioEnds, WorkerEnds) {
-    let (to_worker, from_audio) = rtrb::RingBuffer::new(TO_WORKER_CAPACITY);
-    let (audio_p, audio_c) = rtrb::RingBuffer::new(AUDIO_QUEUE_CAPACITY_SAMPLES);
-    let (to_audio, from_worker) = rtrb::RingBuffer::new(FROM_WORKER_CAPACITY);
-    (
-        AudioEnds { to_worker, audio: audio_p, from_worker },
-        WorkerEnds { from_audio, audio: audio_c, to_audio },
-    )
 }

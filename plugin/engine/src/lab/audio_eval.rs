@@ -12,14 +12,14 @@ use std::path::Path;
 use anyhow::{Context, Result, bail};
 use serde::Serialize;
 
-use crate::audio_cues::{CUE_NAMES, CUE_SAMPLE_RATE_HZ, CueAnalyzer, NUM_CUES, onset_frames, span_cues};
-use crate::emotion::{EMBEDDED_MANIFEST, EmotionModel};
-use crate::export::{ExportReport, labelled_pieces};
-use crate::features::{context_vectors, features_for_bars};
-use crate::midifile::read_midi_file;
-use crate::notes::{BarWindow, Note};
-use crate::synth::render_notes;
-use crate::transcribe::{BasicPitch, NoteParams, transcribe_offline};
+use crate::feel::emotion::{EMBEDDED_MANIFEST, EmotionModel};
+use crate::feel::features::{context_vectors, features_for_bars};
+use crate::lab::export::{ExportReport, labelled_pieces};
+use crate::listen::audio_cues::{CUE_NAMES, CUE_SAMPLE_RATE_HZ, CueAnalyzer, NUM_CUES, onset_frames, span_cues};
+use crate::listen::midifile::read_midi_file;
+use crate::listen::notes::{BarWindow, Note};
+use crate::listen::transcribe::{BasicPitch, NoteParams, transcribe_offline};
+use crate::rt::synth::render_notes;
 
 /// One piece's per-bar readings.
 #[derive(Debug, Clone, Default)]
@@ -58,7 +58,7 @@ pub struct AudioEvalReport {
     pub weights_valence: Vec<f64>,
     pub weights_arousal: Vec<f64>,
     /// The arousal map with cues, for the live path (`models/audio_cues.json`).
-    pub arousal_map: crate::audio_cues::CueMap,
+    pub arousal_map: crate::listen::audio_cues::CueMap,
     pub notes_heard_per_source_note: f64,
     pub seconds: f64,
 }
@@ -213,7 +213,7 @@ pub fn eval_audio_input(
     let labelled = data.join("vgmidi/labelled");
     let mut cue = CueAnalyzer::new();
     let total = train.len() + test.len();
-    let mut read = |set: &[crate::export::LabelledPiece], offset: usize| -> Result<Vec<PieceReadings>> {
+    let mut read = |set: &[crate::lab::export::LabelledPiece], offset: usize| -> Result<Vec<PieceReadings>> {
         set.iter()
             .enumerate()
             .map(|(i, p)| {
@@ -261,7 +261,7 @@ pub fn eval_audio_input(
     let (refit, _, _) = fit_and_score(false);
     let (refit_cues, mv, ma) = fit_and_score(true);
     let (wv, wa) = (mv.w.clone(), ma.w.clone());
-    let arousal_map = crate::audio_cues::CueMap { inputs: crate::audio_cues::cue_map_inputs(), mean: ma.mean, std: ma.std, w: ma.w };
+    let arousal_map = crate::listen::audio_cues::CueMap { inputs: crate::listen::audio_cues::cue_map_inputs(), mean: ma.mean, std: ma.std, w: ma.w };
     let source: usize = test_r.iter().chain(&train_r).map(|p| p.num_source_notes).sum();
     let heard: usize = test_r.iter().chain(&train_r).map(|p| p.num_heard_notes).sum();
     Ok(AudioEvalReport {

@@ -6,14 +6,15 @@
 
 use anyhow::{Result, bail};
 
-use crate::attributes::AttributeScale;
-use crate::continuation::{BarPlan, ContinuationModel, Generated, SamplerSettings};
-use crate::features::features_for_bars;
-use crate::midifile::{Piece, single_track_smf};
-use crate::notes::{BarWindow, Note};
-use crate::steering::{Mode, Scale, SteerRequest, attribute_targets, heard_attributes, heard_key, level_of, target_scale};
-use crate::tokens::{EOS, NUM_POSITIONS, STEPS_PER_QUARTER, encode, grid_to_notes};
-use crate::{Attribute, tokens};
+use crate::Attribute;
+use crate::feel::features::features_for_bars;
+use crate::listen::midifile::{Piece, SMF_TICKS_PER_QUARTER, single_track_smf};
+use crate::listen::notes::{BarWindow, Note};
+use crate::play::attributes::AttributeScale;
+use crate::play::continuation::{BarPlan, ContinuationModel, Generated, SamplerSettings};
+use crate::play::steering::{Mode, Scale, SteerRequest, attribute_targets, heard_attributes, heard_key, level_of, target_scale};
+use crate::play::tokens;
+use crate::play::tokens::{EOS, NUM_POSITIONS, STEPS_PER_QUARTER, encode, grid_to_notes};
 
 /// Most bars one continuation may have (the product's range is 1–16).
 pub const MAX_BARS: u32 = 16;
@@ -65,7 +66,7 @@ pub struct Continuation {
 /// training data was written), without the end token.
 pub fn primer_tokens(scale: &AttributeScale, notes: &[Note], bars: &[BarWindow]) -> Vec<u32> {
     let feats = features_for_bars(notes, bars);
-    let mut t = encode(notes, bars, |b| scale.levels(&crate::attributes::raw_attributes(&feats[b])));
+    let mut t = encode(notes, bars, |b| scale.levels(&crate::play::attributes::raw_attributes(&feats[b])));
     if t.last() == Some(&EOS) {
         t.pop();
     }
@@ -198,9 +199,6 @@ pub fn continue_piece(model: &mut ContinuationModel, piece: &Piece, opts: &Conti
     Ok(c)
 }
 
-/// Ticks per quarter of the files this writes.
-pub const SMF_TICKS_PER_QUARTER: u16 = 480;
-
 /// A format-0 Standard MIDI File with `notes` (placed by their beats), the tempo and the meter.
 pub fn notes_to_smf(notes: &[Note], tempo_bpm: f64, meter: (u32, u32)) -> Vec<u8> {
     let tpq = SMF_TICKS_PER_QUARTER as f64;
@@ -235,8 +233,8 @@ pub fn notes_to_smf(notes: &[Note], tempo_bpm: f64, meter: (u32, u32)) -> Vec<u8
 /// The panel's "Export": the piano roll's notes (the continuation, and with `with_heard` the bars
 /// heard before it) as a Standard MIDI File on the host's tempo and meter. The file starts at
 /// the first bar line at or before its first note, so it drops onto a bar in any DAW.
-pub fn roll_to_smf(roll: &crate::bridge::Roll, with_heard: bool, tempo_bpm: f64, meter: (u32, u32), channel: u8) -> Option<Vec<u8>> {
-    let notes: Vec<&crate::bridge::RollNote> =
+pub fn roll_to_smf(roll: &crate::shared::Roll, with_heard: bool, tempo_bpm: f64, meter: (u32, u32), channel: u8) -> Option<Vec<u8>> {
+    let notes: Vec<&crate::shared::RollNote> =
         roll.generated.iter().chain(roll.heard.iter().filter(|_| with_heard)).filter(|n| n.end_beats > n.start_beats).collect();
     let first = notes.iter().map(|n| n.start_beats).fold(f64::INFINITY, f64::min);
     if !first.is_finite() {
@@ -268,7 +266,7 @@ pub fn roll_to_smf(roll: &crate::bridge::Roll, with_heard: bool, tempo_bpm: f64,
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bridge::{Roll, RollNote};
+    use crate::shared::{Roll, RollNote};
 
     #[test]
     fn roll_exports_on_bar_lines_with_tempo_and_meter() {
@@ -280,13 +278,13 @@ mod tests {
             heard: vec![note(94.5, 95.0, 60), note(97.0, 98.0, 62)],
             generated: vec![note(102.0, 103.0, 67), note(103.5, 104.0, 69)],
         };
-        let only = crate::midifile::parse_midi(&roll_to_smf(&roll, false, 90.0, (3, 4), 2).unwrap()).unwrap();
+        let only = crate::listen::midifile::parse_midi(&roll_to_smf(&roll, false, 90.0, (3, 4), 2).unwrap()).unwrap();
         assert_eq!(only.notes.len(), 2);
         assert!(only.notes[0].onset_beats.abs() < 1e-9, "the continuation starts on the file's first bar line");
         assert_eq!((only.meters[0].num, only.meters[0].den), (3, 4));
         assert!((60e6 / only.tempos[0].us_per_quarter as f64 - 90.0).abs() < 0.01);
         assert_eq!(only.notes[0].channel, 2);
-        let both = crate::midifile::parse_midi(&roll_to_smf(&roll, true, 90.0, (3, 4), 0).unwrap()).unwrap();
+        let both = crate::listen::midifile::parse_midi(&roll_to_smf(&roll, true, 90.0, (3, 4), 0).unwrap()).unwrap();
         assert_eq!(both.notes.len(), 4);
         // First note at 94.5: its bar starts at 93, so it sits 1.5 beats into the file.
         assert!((both.notes[0].onset_beats - 1.5).abs() < 1e-9, "{}", both.notes[0].onset_beats);

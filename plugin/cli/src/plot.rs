@@ -7,7 +7,7 @@ use std::path::Path;
 use std::sync::Once;
 
 use anyhow::{Context, Result, anyhow};
-use moodfader_engine::analyze::Analysis;
+use moodfader_engine::feel::analyze::Analysis;
 use plotters::prelude::*;
 
 /// Quadrant names and band colours, in the order of [`quadrant`].
@@ -85,7 +85,7 @@ fn draw(analysis: &Analysis, title: &str, path: &Path) -> Result<()> {
         .draw()
         .map_err(e)?;
     chart.draw_series(std::iter::once(PathElement::new(vec![(0.0, 0.0), (end_s, 0.0)], BLACK.mix(0.4)))).map_err(e)?;
-    let curve = |f: fn(&moodfader_engine::analyze::BarEstimate) -> f32| -> Vec<(f32, f32)> {
+    let curve = |f: fn(&moodfader_engine::feel::analyze::BarEstimate) -> f32| -> Vec<(f32, f32)> {
         bars.iter().map(|b| (b.start_s as f32, f(b))).collect()
     };
     chart
@@ -120,7 +120,7 @@ fn draw(analysis: &Analysis, title: &str, path: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use moodfader_engine::analyze::{BarEstimate, Overall};
+    use moodfader_engine::feel::analyze::{BarEstimate, Overall};
 
     #[test]
     fn quadrants_follow_the_circumplex() {

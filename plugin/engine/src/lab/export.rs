@@ -4,15 +4,15 @@
 //!
 //! Thread: command line
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use serde::Deserialize;
 
-use crate::features::{FEATURE_NAMES, FEATURE_SPEC_VERSION, Features, features_for_bars};
-use crate::notes::BarWindow;
-use crate::midifile::read_midi_file;
+use crate::feel::features::{FEATURE_NAMES, FEATURE_SPEC_VERSION, Features, features_for_bars};
+use crate::files::write_atomically;
+use crate::listen::midifile::read_midi_file;
+use crate::listen::notes::BarWindow;
 
 #[derive(Debug, Deserialize)]
 struct LabelEntry {
@@ -138,10 +138,10 @@ pub fn export_vgmidi(data: &Path, out_csv: &Path) -> Result<ExportReport> {
         "feature_spec_version": FEATURE_SPEC_VERSION,
         "features": FEATURE_NAMES,
         "long_mean": {
-            "bars": crate::features::LONG_MEAN_BARS,
-            "novelty_threshold": crate::features::LONG_MEAN_NOVELTY,
-            "novelty_scale": crate::features::NOVELTY_SCALE,
-            "novelty_features": crate::features::NOVELTY_FEATURES,
+            "bars": crate::feel::features::LONG_MEAN_BARS,
+            "novelty_threshold": crate::feel::features::LONG_MEAN_NOVELTY,
+            "novelty_scale": crate::feel::features::NOVELTY_SCALE,
+            "novelty_features": crate::feel::features::NOVELTY_FEATURES,
         },
         "source": "VGMIDI labelled",
         "num_pieces": report.num_pieces,
@@ -152,25 +152,6 @@ pub fn export_vgmidi(data: &Path, out_csv: &Path) -> Result<ExportReport> {
     side.push(".json");
     write_atomically(Path::new(&side), serde_json::to_string_pretty(&sidecar)?.as_bytes())?;
     Ok(report)
-}
-
-/// Writes through a temporary file in the same folder, then renames: never a half-written file.
-pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).with_context(|| format!("{}: cannot create folder", dir.display()))?;
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
-    let result = (|| -> Result<()> {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        Ok(())
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result.with_context(|| format!("{}: cannot write", path.display()))
 }
 
 /// What a token export did.
@@ -213,8 +194,8 @@ pub fn continuation_corpus(data: &Path) -> Vec<PathBuf> {
 /// a sidecar `OUT.json` (vocabulary, spec versions, the attribute scale, the split rule). Every
 /// tenth piece in path order is validation, so the split is by piece, never by bar.
 pub fn export_tokens(data: &Path, out: &Path, transpositions: &[i8]) -> Result<TokenReport> {
-    use crate::attributes::{Attribute, AttributeScale, raw_attributes};
-    use crate::tokens::{TOKEN_SPEC_VERSION, VOCAB_SIZE, encode};
+    use crate::play::attributes::{Attribute, AttributeScale, raw_attributes};
+    use crate::play::tokens::{TOKEN_SPEC_VERSION, VOCAB_SIZE, encode};
 
     let files = continuation_corpus(data);
     if files.is_empty() {
@@ -268,7 +249,7 @@ pub fn export_tokens(data: &Path, out: &Path, transpositions: &[i8]) -> Result<T
         "vocab_size": VOCAB_SIZE,
         "feature_spec_version": FEATURE_SPEC_VERSION,
         "attributes": Attribute::ALL.map(|a| a.cli_name()),
-        "attribute_features": Attribute::ALL.map(|a| crate::features::FEATURE_NAMES[crate::attributes::feature_index(a)]),
+        "attribute_features": Attribute::ALL.map(|a| crate::feel::features::FEATURE_NAMES[crate::play::attributes::feature_index(a)]),
         "attribute_scale": scale,
         "split": "every 10th piece in path order is validation",
         "transpositions": transpositions,

@@ -8,7 +8,7 @@
 //!
 //! Thread: any (the worker's sampler, the exporter, the command line)
 
-use crate::notes::{BarWindow, Note};
+use crate::listen::notes::{BarWindow, Note};
 
 /// Grid steps per quarter note.
 pub const STEPS_PER_QUARTER: u32 = 12;

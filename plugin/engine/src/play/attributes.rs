@@ -75,7 +75,7 @@ impl Attribute {
     }
 }
 
-/// The feature each attribute is measured by (index into [`crate::features::FEATURE_NAMES`]).
+/// The feature each attribute is measured by (index into [`crate::feel::features::FEATURE_NAMES`]).
 pub const fn feature_index(a: Attribute) -> usize {
     match a {
         Attribute::NoteDensity => 0,   // note_density
@@ -90,7 +90,7 @@ pub const fn feature_index(a: Attribute) -> usize {
 }
 
 /// Raw attribute values of a bar, in [`Attribute::ALL`] order.
-pub fn raw_attributes(f: &crate::features::Features) -> [f32; 8] {
+pub fn raw_attributes(f: &crate::feel::features::Features) -> [f32; 8] {
     Attribute::ALL.map(|a| f[feature_index(a)])
 }
 
@@ -104,7 +104,7 @@ pub struct AttributeScale {
 
 impl AttributeScale {
     /// Percentiles over the bars that have notes.
-    pub fn fit(bars: &[crate::features::Features]) -> AttributeScale {
+    pub fn fit(bars: &[crate::feel::features::Features]) -> AttributeScale {
         let mut p5 = [0.0; 8];
         let mut p95 = [1.0; 8];
         for (i, a) in Attribute::ALL.into_iter().enumerate() {
@@ -128,9 +128,9 @@ impl AttributeScale {
         })
     }
 
-    /// Conditioning levels 0..[`crate::tokens::NUM_ATTRIBUTE_LEVELS`] for the tokens.
+    /// Conditioning levels 0..[`crate::play::tokens::NUM_ATTRIBUTE_LEVELS`] for the tokens.
     pub fn levels(&self, raw: &[f32; 8]) -> [u32; 8] {
-        let n = crate::tokens::NUM_ATTRIBUTE_LEVELS;
+        let n = crate::play::tokens::NUM_ATTRIBUTE_LEVELS;
         self.normalize(raw).map(|x| ((x * n as f32) as u32).min(n - 1))
     }
 }
@@ -141,9 +141,9 @@ mod tests {
 
     #[test]
     fn scale_maps_percentiles_to_the_fader_range() {
-        let bars: Vec<crate::features::Features> = (0..101)
+        let bars: Vec<crate::feel::features::Features> = (0..101)
             .map(|i| {
-                let mut f = [0.0; crate::features::NUM_FEATURES];
+                let mut f = [0.0; crate::feel::features::NUM_FEATURES];
                 f[0] = i as f32; // note density 0..100
                 f
             })

@@ -8,7 +8,8 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use crate::bridge::{AudioEnds, MAX_PENDING_EVENTS, Scheduled, ScheduledKind, Shared, ToWorker};
+use crate::rt::queues::{AudioEnds, MAX_PENDING_EVENTS, Scheduled, ScheduledKind, ToWorker};
+use crate::shared::Shared;
 
 /// Host transport as the engine sees it (the plugin converts its framework's type to this).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -383,9 +384,9 @@ fn to_cc(x: f32) -> u8 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bridge::queues;
+    use crate::rt::queues::queues;
 
-    fn side() -> (Box<AudioSide>, crate::bridge::WorkerEnds) {
+    fn side() -> (Box<AudioSide>, crate::rt::queues::WorkerEnds) {
         let (a, w) = queues();
         (AudioSide::new(a, Arc::new(Shared::default()), 48_000.0), w)
     }
@@ -496,7 +497,7 @@ mod tests {
     fn full_queue_drops_and_counts() {
         let (mut s, _w) = side();
         s.begin_block(&TransportInfo::NONE, 64);
-        for _ in 0..crate::bridge::TO_WORKER_CAPACITY + 10 {
+        for _ in 0..crate::rt::queues::TO_WORKER_CAPACITY + 10 {
             s.note(0, true, 0, 60, 100);
         }
         assert_eq!(s.shared().num_dropped_to_worker.load(Ordering::Relaxed), 10);

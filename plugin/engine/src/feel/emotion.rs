@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, anyhow, bail};
 use serde::Deserialize;
 
-use crate::features::{CONTEXT_LEN, FEATURE_NAMES, FEATURE_SPEC_VERSION};
+use crate::feel::features::{CONTEXT_LEN, FEATURE_NAMES, FEATURE_SPEC_VERSION};
 use crate::runtime::{session_from_bytes, sha256_hex};
 
 pub const MODEL_FILE: &str = "emotion_va.onnx";
@@ -19,8 +19,8 @@ pub const OUTPUT_NAME: &str = "va";
 pub const ENV_MODEL_DIR: &str = "MOODFADER_MODEL_DIR";
 
 /// The committed model, built into every binary.
-pub const EMBEDDED_MODEL: &[u8] = include_bytes!("../../../models/emotion_va.onnx");
-pub const EMBEDDED_MANIFEST: &str = include_str!("../../../models/emotion_va.json");
+pub const EMBEDDED_MODEL: &[u8] = include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/../../models/emotion_va.onnx"));
+pub const EMBEDDED_MANIFEST: &str = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../../models/emotion_va.json"));
 
 /// The parts of `emotion_va.json` the loader checks.
 #[derive(Debug, Clone, Deserialize)]

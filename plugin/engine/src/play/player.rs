@@ -13,12 +13,13 @@ use std::time::{Duration, Instant};
 
 use crossbeam::channel::{Receiver, RecvTimeoutError, Sender, bounded, unbounded};
 
-use crate::bridge::{Scheduled, ScheduledKind, Shared, ToWorker};
-use crate::compose::{ContinueOptions, continue_notes};
-use crate::continuation::ContinuationModel;
-use crate::live::LiveEstimator;
-use crate::notes::{BarWindow, Note};
-use crate::steering::SteerRequest;
+use crate::feel::live::LiveEstimator;
+use crate::listen::notes::{BarWindow, Note};
+use crate::play::compose::{ContinueOptions, continue_notes};
+use crate::play::continuation::ContinuationModel;
+use crate::play::steering::SteerRequest;
+use crate::rt::queues::{Scheduled, ScheduledKind, ToWorker};
+use crate::shared::Shared;
 
 /// Bars of heard music the continuation is primed with.
 pub const PRIMER_BARS: usize = 8;
@@ -183,7 +184,7 @@ impl Player {
     pub fn on_event(&mut self, ev: &ToWorker) {
         match *ev {
             ToWorker::Note { on: true, velocity, channel, beats, .. }
-                if velocity > 0 && channel != crate::notes::DRUM_CHANNEL && beats.is_finite() =>
+                if velocity > 0 && channel != crate::listen::notes::DRUM_CHANNEL && beats.is_finite() =>
             {
                 self.last_input_onset = Some(beats);
                 if beats >= self.generated_until {
@@ -433,13 +434,13 @@ impl Player {
 
     /// Generated notes of the current continuation (handed over or waiting) that end after
     /// `from_beats`, for the piano roll.
-    pub fn planned_notes(&self, from_beats: f64, out: &mut Vec<crate::bridge::RollNote>) {
+    pub fn planned_notes(&self, from_beats: f64, out: &mut Vec<crate::shared::RollNote>) {
         out.extend(
             self.recent
                 .iter()
                 .chain(self.outbox.iter())
                 .filter(|o| o.off_beats >= from_beats)
-                .map(|o| crate::bridge::RollNote { start_beats: o.on_beats, end_beats: o.off_beats, pitch: o.pitch, velocity: o.velocity }),
+                .map(|o| crate::shared::RollNote { start_beats: o.on_beats, end_beats: o.off_beats, pitch: o.pitch, velocity: o.velocity }),
         );
     }
 

@@ -11,8 +11,9 @@ use realfft::{RealFftPlanner, RealToComplex};
 /// Analysis frame and hop, in samples at [`CUE_SAMPLE_RATE_HZ`].
 pub const FRAME: usize = 1024;
 pub const HOP: usize = 512;
-/// The cues are computed at Basic Pitch's rate (the transcriber has that audio at hand).
-pub const CUE_SAMPLE_RATE_HZ: u32 = crate::transcribe::MODEL_SAMPLE_RATE_HZ;
+/// The cues are computed at Basic Pitch's rate (the transcriber has that audio at hand; it checks
+/// at compile time that its `MODEL_SAMPLE_RATE_HZ` is this rate, so this file needs nothing of it).
+pub const CUE_SAMPLE_RATE_HZ: u32 = 22_050;
 /// Number of cues per bar.
 pub const NUM_CUES: usize = 4;
 pub const CUE_NAMES: [&str; NUM_CUES] = ["loudness_db", "onsets_per_s", "flux", "brightness_oct"];
@@ -225,9 +226,9 @@ impl LiveCues {
 }
 
 /// The committed map from (model valence, model arousal, cues) to arousal, fitted by
-/// `moodfader eval-audio --write-map` on transcribed VGMIDI training pieces (ridge regression on
+/// `moodfader lab eval-audio --write-map` on transcribed VGMIDI training pieces (ridge regression on
 /// standardised inputs). Valence is left as the model reads it: the cues did not help it.
-pub const EMBEDDED_CUE_MAP: &str = include_str!("../../../models/audio_cues.json");
+pub const EMBEDDED_CUE_MAP: &str = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../../models/audio_cues.json"));
 
 /// Names of the map's inputs, in order.
 pub fn cue_map_inputs() -> Vec<String> {
