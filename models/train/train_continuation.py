@@ -8,7 +8,7 @@ line, every bar `Bar, Attr x8, (Position, (Pitch, Velocity, Duration)+)*`) with 
 feature CSV written by `moodfader lab export-features` (for the emotion-to-attribute bridge).
 
 What it does, in order:
-  1. Loads the sequences; the split (train/valid, by piece) is the one the exporter wrote.
+  1. Loads the sequences; the split (train/valid, by piece or song) is the one the exporter wrote.
   2. Trains (or resumes from --work/checkpoint.pt, else from the committed weights in --resume,
      whose optimiser state is rebuilt with a short warm-up) with AdamW and a cosine schedule on windows of
      CONTEXT tokens that start at a bar line; the loss skips PAD and the attribute tokens (the
@@ -21,7 +21,8 @@ What it does, in order:
      (prefill then cached steps; fails loudly beyond PARITY_ATOL) and writes the manifest.
 
 Usage: python train_continuation.py --tokens JSONL --features CSV --work DIR --out DIR
-           [--steps N] [--minutes M] [--export-only] [--threads N]
+           [--steps N] [--minutes M] [--export-only] [--threads N] [--device cuda|cpu|auto]
+           [--anneal-by-time] [--d-model D --layers L --heads H --d-ff F]
 
 Thread: main (an offline script, run by `cargo xtask train continuation`)
 """
@@ -68,30 +69,44 @@ def log(msg: str) -> None:
 
 
 # ------------------------------------------------------------------------------------------ data
+def dataset_of(piece_id: str) -> str:
+    """The data set a piece id (its path under the data folder) comes from: its first folder."""
+    return piece_id.split("/", 1)[0]
+
+
 def load_tokens(path: str, cache_dir: str):
-    """Returns (train, valid): lists of int16 arrays. Caches the parse as .npz beside --work."""
+    """Returns (train, valid, valid_sets, train_pieces): lists of int16 arrays, the data set of each
+    validation sequence, and the number of training pieces per data set. Caches the parse as .npz
+    beside --work."""
     st = os.stat(path)
-    cache = os.path.join(cache_dir, f"tokens-{st.st_size}-{int(st.st_mtime)}.npz")
+    cache = os.path.join(cache_dir, f"tokens-v2-{st.st_size}-{int(st.st_mtime)}.npz")
     if os.path.exists(cache):
         z = np.load(cache)
-        return _unpack(z["train_flat"], z["train_len"]), _unpack(z["valid_flat"], z["valid_len"])
-    train, valid = [], []
+        counts = json.loads(str(z["train_pieces"]))
+        return _unpack(z["train_flat"], z["train_len"]), _unpack(z["valid_flat"], z["valid_len"]), list(z["valid_sets"]), counts
+    train, valid, valid_sets, train_pieces = [], [], [], {}
     with open(path) as fh:
         for line in fh:
             row = json.loads(line)
             seq = np.asarray(row["tokens"], dtype=np.int16)
             if row["split"] != "valid":
                 train.append(seq)
+                if row["transpose"] == 0:
+                    d = dataset_of(row["piece"])
+                    train_pieces[d] = train_pieces.get(d, 0) + 1
             elif row["transpose"] == 0:  # validate on the pieces as written
                 valid.append(seq)
+                valid_sets.append(dataset_of(row["piece"]))
     np.savez(
         cache,
         train_flat=np.concatenate(train),
         train_len=np.array([len(s) for s in train]),
         valid_flat=np.concatenate(valid),
         valid_len=np.array([len(s) for s in valid]),
+        valid_sets=np.array(valid_sets),
+        train_pieces=np.array(json.dumps(train_pieces)),
     )
-    return train, valid
+    return train, valid, valid_sets, train_pieces
 
 
 def _unpack(flat, lens):
@@ -123,17 +138,20 @@ class Windows:
         return torch.from_numpy(out)
 
 
-def fixed_valid_windows(seqs, per_seq: int = 2):
-    """Deterministic validation windows: up to `per_seq` evenly spaced bar starts per piece."""
-    rows = []
-    for s in seqs:
+def fixed_valid_windows(seqs, per_seq: int = 2, sets=None):
+    """Deterministic validation windows: up to `per_seq` evenly spaced bar starts per piece. With
+    `sets` (the data set of each sequence) also returns the data set of each window."""
+    rows, row_sets = [], []
+    for si, s in enumerate(seqs):
         st = np.concatenate([[0], np.flatnonzero(s == BAR)])
         for j in np.linspace(0, len(st) - 1, num=min(per_seq, len(st))).astype(int):
             w = s[int(st[j]) : int(st[j]) + CONTEXT + 1]
             row = np.full(CONTEXT + 1, PAD, dtype=np.int64)
             row[: len(w)] = w
             rows.append(row)
-    return torch.from_numpy(np.stack(rows))
+            row_sets.append(sets[si] if sets is not None else "")
+    out = torch.from_numpy(np.stack(rows))
+    return (out, row_sets) if sets is not None else out
 
 
 # ----------------------------------------------------------------------------------------- model
@@ -187,13 +205,24 @@ def loss_fn(model, batch, attr_base: int):
 @torch.no_grad()
 def valid_loss(model, windows, attr_base: int, bs: int = 32) -> float:
     model.eval()
+    dev = next(model.parameters()).device
     tot, n = 0.0, 0
     for i in range(0, len(windows), bs):
-        l, m = loss_fn(model, windows[i : i + bs], attr_base)
+        with autocast(dev):
+            l, m = loss_fn(model, windows[i : i + bs].to(dev), attr_base)
         tot += float(l) * int(m)
         n += int(m)
     model.train()
     return tot / max(n, 1)
+
+
+def autocast(dev: torch.device):
+    """bf16 autocast on a GPU (training speed); plain float32 on the CPU."""
+    if dev.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    import contextlib
+
+    return contextlib.nullcontext()
 
 
 # ------------------------------------------------------------------------------- emotion bridge
@@ -427,6 +456,7 @@ def parity_check(path: str, model: Generator, seq: np.ndarray) -> float:
 
 # ------------------------------------------------------------------------------------------- main
 def main() -> None:
+    global D_MODEL, N_LAYERS, N_HEADS, D_FF
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tokens", required=True)
     ap.add_argument("--features", required=True, help="VGMIDI per-bar features CSV (for the bridge)")
@@ -442,7 +472,17 @@ def main() -> None:
     ap.add_argument("--export-only", action="store_true", help="export the checkpoint, do not train")
     ap.add_argument("--resume", default="", help="committed weights-only checkpoint: read when --work has none, rewritten after training")
     ap.add_argument("--no-quantize", dest="quantize", action="store_false", help="always ship float32")
+    ap.add_argument("--device", default="auto", help="cuda, cpu or auto (cuda when there is one)")
+    ap.add_argument("--anneal-by-time", action="store_true", help="the cosine schedule follows --minutes when that ends the run before --steps")
+    ap.add_argument("--d-model", type=int, default=D_MODEL)
+    ap.add_argument("--layers", type=int, default=N_LAYERS)
+    ap.add_argument("--heads", type=int, default=N_HEADS)
+    ap.add_argument("--d-ff", type=int, default=D_FF)
     args = ap.parse_args()
+    D_MODEL, N_LAYERS, N_HEADS, D_FF = args.d_model, args.layers, args.heads, args.d_ff
+    if D_MODEL % N_HEADS:
+        raise SystemExit(f"--d-model {D_MODEL} is not a multiple of --heads {N_HEADS}")
+    dev = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else ("cpu" if args.device == "auto" else args.device))
     if args.threads:
         torch.set_num_threads(args.threads)
     t0 = time.time()
@@ -453,13 +493,13 @@ def main() -> None:
         side = json.load(fh)
     vocab = int(side["vocab_size"])
     attr_base = vocab - 64  # the attribute tokens are the vocabulary's last 8 x 8 ids
-    train, valid = load_tokens(args.tokens, args.work)
+    train, valid, valid_sets, train_pieces = load_tokens(args.tokens, args.work)
     n_train = sum(len(s) for s in train)
-    log(f"data: {len(train)} train / {len(valid)} valid sequences, {n_train} train tokens, vocab {vocab}")
-    vwin = fixed_valid_windows(valid)
+    log(f"data: {len(train)} train / {len(valid)} valid sequences, {n_train} train tokens, vocab {vocab}; training pieces {train_pieces}")
+    vwin, vwin_sets = fixed_valid_windows(valid, sets=valid_sets)
 
     torch.manual_seed(args.seed)
-    model = Generator(vocab)
+    model = Generator(vocab).to(dev)
     n_params = sum(p.numel() for p in model.parameters())
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
@@ -469,7 +509,7 @@ def main() -> None:
     rewarm_from = None
     rng = np.random.default_rng(args.seed)
     if os.path.exists(ckpt_path):
-        ck = torch.load(ckpt_path, weights_only=False)
+        ck = torch.load(ckpt_path, weights_only=False, map_location=dev)
         if ck["vocab"] != vocab or ck["arch"] != arch_dict():
             raise SystemExit(f"{ckpt_path}: checkpoint is for another vocabulary or architecture; move it away")
         model.load_state_dict(ck["model"])
@@ -481,7 +521,7 @@ def main() -> None:
     elif args.resume and os.path.exists(args.resume):
         # The repository keeps weights only, in float16 (a sixth of the size); AdamW's moments start again,
         # so the learning rate warms up again over REWARM steps.
-        ck = torch.load(args.resume, weights_only=False)
+        ck = torch.load(args.resume, weights_only=False, map_location=dev)
         if ck["vocab"] != vocab or ck["arch"] != arch_dict():
             raise SystemExit(f"{args.resume}: committed checkpoint is for another vocabulary or architecture; move it away")
         model.load_state_dict({k: v.float() for k, v in ck["model"].items()})
@@ -490,7 +530,7 @@ def main() -> None:
         rewarm_from = step
         rng = np.random.default_rng(args.seed + step)
         log(f"resumed weights from {args.resume} at step {step} ({train_seconds / 60:.1f} min trained); optimiser state rebuilt")
-    log(f"model: {n_params} parameters, d={D_MODEL} layers={N_LAYERS} heads={N_HEADS} ff={D_FF} context={CONTEXT}")
+    log(f"model: {n_params} parameters, d={D_MODEL} layers={N_LAYERS} heads={N_HEADS} ff={D_FF} context={CONTEXT}, on {dev}")
 
     def save():
         tmp = ckpt_path + ".tmp"
@@ -508,11 +548,15 @@ def main() -> None:
         last_log = time.time()
         while step < args.steps and (time.time() - run_start) / 60 < args.minutes:
             warm = (step + 1) / warmup if rewarm_from is None else (step - rewarm_from + 1) / REWARM
-            lr = args.lr * min(1.0, warm) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(step / args.steps, 1.0))))
+            progress = step / args.steps
+            if args.anneal_by_time:
+                progress = max(progress, (time.time() - run_start) / 60 / args.minutes)
+            lr = args.lr * min(1.0, warm) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
             for g in opt.param_groups:
                 g["lr"] = lr
             ts = time.time()
-            l, m = loss_fn(model, win.batch(args.batch), attr_base)
+            with autocast(dev):
+                l, m = loss_fn(model, win.batch(args.batch).to(dev, non_blocking=True), attr_base)
             opt.zero_grad(set_to_none=True)
             l.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -542,6 +586,12 @@ def main() -> None:
 
     vl = valid_loss(model, vwin, attr_base)
     log(f"final valid loss {vl:.4f} at step {step}")
+    per_set = {}
+    for name in sorted(set(vwin_sets)):
+        idx = [i for i, s in enumerate(vwin_sets) if s == name]
+        per_set[name] = round(valid_loss(model, vwin[idx], attr_base), 4)
+    log(f"valid loss per data set: {per_set}")
+    model = model.cpu().float()
     attributes = side["attributes"]
     bridge = fit_bridge(args.features, side["attribute_scale"], attributes, dict(zip(attributes, side["attribute_features"])))
     onnx_path = os.path.join(args.out, f"{MODEL_NAME}.onnx")
@@ -587,7 +637,11 @@ def main() -> None:
         "attribute_scale": side["attribute_scale"],
         "attributes": attributes,
         "bridge": bridge,
-        "training_data": "POP909 (909 songs) + VGMIDI unlabelled (625) + labelled (164) pieces; split by piece: " + side["split"],
+        "training_data": "training pieces per data set (untransposed): "
+        + ", ".join(f"{k} {v}" for k, v in sorted(train_pieces.items()))
+        + "; split: "
+        + side["split"],
+        "valid_loss_per_dataset": per_set,
         "transpositions": side["transpositions"],
         "train_tokens": n_train,
         "steps": step,

@@ -92,8 +92,8 @@ fn export_features(a: ExportFeaturesArgs) -> Result<()> {
     Ok(())
 }
 
-/// Write token sequences of POP909 and VGMIDI, with per-bar attribute levels, for training the
-/// continuation model.
+/// Write token sequences of Pop1K7, POP909, EMOPIA and VGMIDI, with per-bar attribute levels,
+/// for training the continuation model.
 #[derive(Debug, Args)]
 pub struct ExportTokensArgs {
     #[command(flatten)]
@@ -194,7 +194,7 @@ fn eval_continuation(a: EvalContinuationArgs) -> Result<()> {
         Some(dir) => {
             let primers = heldout_primers(dir, 6, 8);
             if primers.is_empty() {
-                bail!("{}: no POP909 or VGMIDI pieces found for held-out primers", dir.display());
+                bail!("{}: no corpus pieces (Pop1K7, POP909, EMOPIA, VGMIDI) found for held-out primers", dir.display());
             }
             let r = evaluate(&mut model, &mut emotion, &primers, EvalConfig { seeds: 1, ..cfg })?;
             eprintln!("held-out primers ({}): {}", primers.len(), eval_summary(&r));
@@ -279,7 +279,7 @@ fn fit_bridge(a: FitBridgeArgs) -> Result<()> {
     let (data, n, gain, prior_weight) = (a.data.dir(), a.samples, a.gain, a.prior_weight);
     let primers = training_primers(&data, BRIDGE_PRIMERS, 8);
     if primers.is_empty() {
-        bail!("{}: no POP909 or VGMIDI pieces found to calibrate on", data.display());
+        bail!("{}: no corpus pieces (Pop1K7, POP909, EMOPIA, VGMIDI) found to calibrate on", data.display());
     }
     let mut emotion = load_model()?;
     let mut model = ContinuationModel::load_default()?;

@@ -45,8 +45,8 @@ pub fn demo_primers(demo: &crate::listen::midifile::Piece) -> Vec<Primer> {
 }
 
 /// Primers the continuation model never saw: the first `bars` bars of `n` pieces of the token
-/// export's validation split (every 10th piece of [`crate::lab::export::continuation_corpus`] in path
-/// order), spread evenly over it.
+/// export's validation split (every 10th group of [`crate::lab::export::continuation_corpus`] in
+/// sorted order), spread evenly over it.
 pub fn heldout_primers(data: &std::path::Path, n: usize, bars: usize) -> Vec<Primer> {
     split_primers(data, n, bars, true)
 }
@@ -59,20 +59,20 @@ pub fn training_primers(data: &std::path::Path, n: usize, bars: usize) -> Vec<Pr
 
 fn split_primers(data: &std::path::Path, n: usize, bars: usize, validation: bool) -> Vec<Primer> {
     let files = crate::lab::export::continuation_corpus(data);
-    let valid: Vec<_> = files.iter().enumerate().filter(|(i, _)| (i % 10 == 0) == validation).map(|(_, p)| p.clone()).collect();
+    let valid: Vec<_> = files.into_iter().filter(|e| e.valid == validation).collect();
     let step = (valid.len() / n.max(1)).max(1);
     valid
         .iter()
         .step_by(step)
-        .filter_map(|path| {
-            let piece = crate::listen::midifile::read_midi_file(path).ok()?;
+        .filter_map(|entry| {
+            let piece = crate::lab::export::read_corpus_piece(entry).ok()?;
             // Skip a silent opening: start at the first bar with notes.
             let first = piece.bars.iter().position(|b| piece.notes.iter().any(|n| !n.is_drum() && n.onset_beats >= b.start_beats && n.onset_beats < b.start_beats + b.len_beats))?;
             let bars_v: Vec<BarWindow> = piece.bars.iter().skip(first).take(bars).copied().collect();
             let (s, last) = (bars_v.first()?.start_beats, bars_v.last()?);
             let e = last.start_beats + last.len_beats;
             let notes = piece.notes.iter().filter(|n| n.onset_beats >= s && n.onset_beats < e).copied().collect();
-            Some(Primer { name: path.strip_prefix(data).unwrap_or(path).display().to_string(), notes, bars: bars_v })
+            Some(Primer { name: entry.id.clone(), notes, bars: bars_v })
         })
         .take(n)
         .collect()

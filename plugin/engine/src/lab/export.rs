@@ -164,9 +164,24 @@ pub struct TokenReport {
     pub skipped: Vec<String>,
 }
 
-/// Every MIDI file of the continuation corpus (POP909, VGMIDI unlabelled and labelled), sorted by
-/// path relative to `data`.
-pub fn continuation_corpus(data: &Path) -> Vec<PathBuf> {
+/// One piece of the continuation corpus.
+#[derive(Debug, Clone)]
+pub struct CorpusEntry {
+    pub path: PathBuf,
+    /// The path relative to the data folder: the piece's id in the token export.
+    pub id: String,
+    /// Pieces of one group fall on one side of the split: the song for EMOPIA (its clips share a
+    /// song), the piece itself elsewhere.
+    pub group: String,
+    pub valid: bool,
+    /// Performance MIDI without a bar grid (EMOPIA): read on an estimated tempo and downbeat.
+    pub free_time: bool,
+}
+
+/// Every MIDI file of the continuation corpus (Pop1K7, POP909, EMOPIA, VGMIDI unlabelled and
+/// labelled), sorted by path relative to `data`, with the split: every 10th group (in sorted order,
+/// counted within each family of data sets) is validation.
+pub fn continuation_corpus(data: &Path) -> Vec<CorpusEntry> {
     let mut files = Vec::new();
     let mut add_dir = |dir: PathBuf, depth: usize| {
         let mut stack = vec![(dir, 0usize)];
@@ -182,11 +197,64 @@ pub fn continuation_corpus(data: &Path) -> Vec<PathBuf> {
             }
         }
     };
+    add_dir(data.join("pop1k7"), 1);
     add_dir(data.join("pop909"), 1);
+    add_dir(data.join("emopia/midi"), 0);
     add_dir(data.join("vgmidi/unlabelled"), 0);
     add_dir(data.join("vgmidi/labelled/midi"), 0);
     files.sort();
-    files
+    let mut entries: Vec<CorpusEntry> = files
+        .into_iter()
+        .map(|path| {
+            let id = path.strip_prefix(data).unwrap_or(&path).to_string_lossy().replace('\\', "/");
+            let free_time = id.starts_with("emopia/");
+            let group = if free_time { emopia_song(&id).map(|s| format!("emopia/{s}")).unwrap_or_else(|| id.clone()) } else { id.clone() };
+            CorpusEntry { path, id, group, valid: false, free_time }
+        })
+        .collect();
+    // Every 10th group, counted within each family of data sets, so that adding a data set never
+    // moves a piece of another across the split (a model trained before it was added stays
+    // measured on pieces it never saw). POP909 and VGMIDI are one family: the original corpus.
+    let family = |id: &str| match id.split('/').next().unwrap_or("") {
+        "pop909" | "vgmidi" => "pop909+vgmidi".to_string(),
+        other => other.to_string(),
+    };
+    let mut groups: Vec<(String, &str)> = entries.iter().map(|e| (family(&e.id), e.group.as_str())).collect();
+    groups.sort_unstable();
+    groups.dedup();
+    let mut valid = std::collections::HashSet::new();
+    let mut seen: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    for (fam, g) in &groups {
+        let k = seen.entry(fam.as_str()).or_insert(0);
+        if k.is_multiple_of(10) {
+            valid.insert(g.to_string());
+        }
+        *k += 1;
+    }
+    for e in &mut entries {
+        e.valid = valid.contains(&e.group);
+    }
+    entries
+}
+
+/// `emopia/midi/Q1_<song>_<n>.mid` -> `<song>` (song ids may hold underscores).
+fn emopia_song(id: &str) -> Option<&str> {
+    let stem = id.rsplit('/').next()?.strip_suffix(".mid")?;
+    let rest = stem.split_once('_')?.1;
+    Some(rest.rsplit_once('_')?.0)
+}
+
+/// Reads a corpus piece; a free-time one is re-read on its estimated grid (its file's bars are
+/// 120 BPM whatever was played).
+pub fn read_corpus_piece(e: &CorpusEntry) -> Result<crate::listen::midifile::Piece> {
+    let mut piece = read_midi_file(&e.path)?;
+    if e.free_time {
+        let (notes, bars, _) = crate::listen::tempo::on_estimated_grid(&piece.notes)
+            .with_context(|| format!("{}: too few notes to estimate a tempo", e.path.display()))?;
+        piece.notes = notes;
+        piece.bars = bars;
+    }
+    Ok(piece)
 }
 
 /// Writes one JSON line per piece and transposition: `{"piece","split","transpose","num_bars",
@@ -199,14 +267,14 @@ pub fn export_tokens(data: &Path, out: &Path, transpositions: &[i8]) -> Result<T
 
     let files = continuation_corpus(data);
     if files.is_empty() {
-        bail!("{}: no POP909 or VGMIDI MIDI files found", data.display());
+        bail!("{}: no Pop1K7, POP909, EMOPIA or VGMIDI MIDI files found", data.display());
     }
     let mut report = TokenReport::default();
     let mut pieces = Vec::new();
-    for (i, path) in files.iter().enumerate() {
-        match read_midi_file(path) {
-            Ok(p) => pieces.push((path.strip_prefix(data).unwrap_or(path).to_string_lossy().into_owned(), i % 10 == 0, p)),
-            Err(e) => report.skipped.push(format!("{e:#}")),
+    for e in &files {
+        match read_corpus_piece(e) {
+            Ok(p) => pieces.push((e.id.clone(), e.valid, p)),
+            Err(err) => report.skipped.push(format!("{err:#}")),
         }
     }
     let train_bars: Vec<Features> = pieces
@@ -251,7 +319,7 @@ pub fn export_tokens(data: &Path, out: &Path, transpositions: &[i8]) -> Result<T
         "attributes": Attribute::ALL.map(|a| a.cli_name()),
         "attribute_features": Attribute::ALL.map(|a| crate::feel::features::FEATURE_NAMES[crate::play::attributes::feature_index(a)]),
         "attribute_scale": scale,
-        "split": "every 10th piece in path order is validation",
+        "split": "every 10th group in sorted order, counted within each family (POP909+VGMIDI, Pop1K7, EMOPIA), is validation; a group is an EMOPIA song, else one piece",
         "transpositions": transpositions,
         "num_pieces": report.num_pieces,
         "num_valid_pieces": report.num_valid_pieces,

@@ -8,5 +8,6 @@ pub mod audio_cues;
 pub mod keyfind;
 pub mod midifile;
 pub mod notes;
+pub mod tempo;
 pub mod transcribe;
 pub mod wav;
