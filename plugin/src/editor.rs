@@ -463,11 +463,16 @@ fn continuation_controls(ui: &mut egui::Ui, params: &MoodfaderParams, setter: &P
     });
 }
 
-/// Folder the panel exports into: `$MOODFADER_EXPORT_DIR`, else `~/Moodfader`.
+/// Folder the panel exports into: `$MOODFADER_EXPORT_DIR`, else `~/Moodfader`
+/// (`%USERPROFILE%\Moodfader` on Windows).
 pub fn export_dir() -> std::path::PathBuf {
     match std::env::var_os("MOODFADER_EXPORT_DIR").filter(|v| !v.is_empty()) {
         Some(d) => d.into(),
-        None => std::env::var_os("HOME").map(std::path::PathBuf::from).unwrap_or_else(std::env::temp_dir).join("Moodfader"),
+        None => std::env::var_os(if cfg!(windows) { "USERPROFILE" } else { "HOME" })
+            .filter(|v| !v.is_empty())
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(std::env::temp_dir)
+            .join("Moodfader"),
     }
 }
 

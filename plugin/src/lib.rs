@@ -25,7 +25,11 @@ use params::{InputSource, MoodfaderParams};
 const MAX_OUT_EVENTS_PER_BLOCK: usize = 1024;
 
 // `cargo xtask bundle` sets MOODFADER_PAYLOAD_DIR to the sha256-checked cache of `cargo xtask setup`.
-#[cfg(feature = "embed-runtime")]
+// The library's name is the target's (`moodfader_engine::runtime::ORT_LIB_FILE`); for a Windows
+// target the payload folder is the Windows cache (`target/moodfader-runtime/windows-x86_64/`).
+#[cfg(all(feature = "embed-runtime", target_os = "windows"))]
+static EMBEDDED_ORT_LIB: &[u8] = include_bytes!(concat!(env!("MOODFADER_PAYLOAD_DIR"), "/onnxruntime.dll"));
+#[cfg(all(feature = "embed-runtime", not(target_os = "windows")))]
 static EMBEDDED_ORT_LIB: &[u8] = include_bytes!(concat!(env!("MOODFADER_PAYLOAD_DIR"), "/libonnxruntime.so.1.31.1"));
 #[cfg(feature = "embed-runtime")]
 static EMBEDDED_BASIC_PITCH: &[u8] = include_bytes!(concat!(env!("MOODFADER_PAYLOAD_DIR"), "/nmp.onnx"));

@@ -30,22 +30,36 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Points XDG_CACHE_HOME at a fresh temp dir (where the embedded runtime gets unpacked).
-fn fresh_cache_dir() -> tempfile::TempDir {
-    let dir = tempfile::Builder::new()
-        .prefix("moodfader-test-cache-")
-        .tempdir()
-        .expect("creating a temp dir");
-    // SAFETY: the tests of this file run one at a time under SERIAL and no plugin is loaded yet.
-    unsafe { std::env::set_var("XDG_CACHE_HOME", dir.path()) };
-    dir
+/// The per-user cache folder of this test process, where the plugin unpacks the ONNX Runtime it
+/// carries: `<target>/test-cache/clap_host/`, emptied when the process first asks, and set as
+/// `XDG_CACHE_HOME` (and `LOCALAPPDATA`, where a Windows build looks, under Wine too). ONNX
+/// Runtime loads once per process, so whichever test starts the worker first unpacks it there.
+fn process_cache_dir() -> std::path::PathBuf {
+    static DIR: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        let target = std::env::var_os("CARGO_TARGET_DIR")
+            .filter(|v| !v.is_empty())
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| moodfader_tests::workspace_root().join("target"));
+        let dir = target.join("test-cache").join("clap_host");
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{}: cannot create: {e}", dir.display()));
+        // SAFETY: the tests of this file run one at a time under SERIAL, and this runs before the
+        // first of them loads the plugin.
+        unsafe {
+            std::env::set_var("XDG_CACHE_HOME", &dir);
+            std::env::set_var("LOCALAPPDATA", &dir);
+        }
+        dir
+    })
+    .clone()
 }
 
 #[test]
 fn contract_ports_and_params() {
     let _lock = serial();
     let path = clap_path();
-    let _cache = fresh_cache_dir();
+    process_cache_dir();
     run_guarded("contract", Duration::from_secs(120), move || {
         let mut host = ClapTestHost::load_from(&path, PLUGIN_ID)
             .unwrap_or_else(|e| panic!("loading {}: {e:#}", path.display()));
@@ -104,7 +118,7 @@ fn audio_and_thru_matrix() {
     const TEMPO: f64 = 120.0;
     let _lock = serial();
     let path = clap_path();
-    let _cache = fresh_cache_dir();
+    process_cache_dir();
     run_guarded("matrix", Duration::from_secs(900), move || {
         match bundle_asserts_process_allocs(&path) {
             Some(true) => breadcrumb(
@@ -181,7 +195,7 @@ fn mood_ccs_arrive() {
     const DEADLINE: Duration = Duration::from_secs(8);
     let _lock = serial();
     let path = clap_path();
-    let _cache = fresh_cache_dir();
+    let cache_dir = process_cache_dir();
     run_guarded("mood", Duration::from_secs(120), move || {
         breadcrumb("mood: 48 kHz / 512, mood_cc on, real time, up to 8 s");
         let mut host = ClapTestHost::load_from(&path, PLUGIN_ID)
@@ -259,6 +273,24 @@ fn mood_ccs_arrive() {
             failures.push(format!("MIDI thru not sample-exact with mood_cc on:\n{e}"));
         }
         host.shutdown();
+        // The estimate came from the ONNX Runtime the bundle carries, unpacked into the per-user
+        // cache (XDG_CACHE_HOME, or LOCALAPPDATA on Windows), unless a developer pointed elsewhere.
+        if std::env::var_os("MOODFADER_ORT_DYLIB").is_none() {
+            let lib = if cfg!(windows) { "onnxruntime.dll" } else { "libonnxruntime.so.1.31.1" };
+            let unpacked = std::fs::read_dir(cache_dir.join("moodfader"))
+                .map(|dirs| {
+                    dirs.flatten().any(|d| {
+                        d.file_name().to_string_lossy().starts_with("runtime-") && d.path().join(lib).is_file()
+                    })
+                })
+                .unwrap_or(false);
+            if !unpacked {
+                failures.push(format!(
+                    "the embedded ONNX Runtime was not unpacked into {}/moodfader/runtime-*/{lib}",
+                    cache_dir.display()
+                ));
+            }
+        }
         assert!(failures.is_empty(), "{}", failures.join("\n"));
     });
 }

@@ -9,6 +9,7 @@ mod invariants;
 mod runtime;
 mod screenshot;
 mod tasks;
+mod windows;
 mod workspace;
 
 use std::process::ExitCode;
@@ -18,7 +19,12 @@ use anyhow::{Result, bail};
 const USAGE: &str = "\
 Usage:
   cargo xtask setup                          provision ONNX Runtime + nmp.onnx into <target>/moodfader-runtime
-  cargo xtask bundle moodfader [cargo args]  setup, then build and bundle with --features embed-runtime
+                                             (and the Windows runtime into its windows-x86_64/)
+  cargo xtask bundle moodfader [cargo args]  setup, then build and bundle with --features embed-runtime;
+                                             with --target x86_64-pc-windows-gnu the Windows bundles,
+                                             into <target>/bundled/x86_64-pc-windows-gnu/
+  cargo xtask windows                        Windows bundles and command line, checked under Wine
+                                             against the Linux build (also a step of `test`)
   cargo xtask test                           setup, debug test bundle, every test, architecture checks
   cargo xtask demo                           setup, run `moodfader analyze assets/demo.mid`
   cargo xtask bench [--quick]                setup, engine and plugin-host benchmarks
@@ -65,9 +71,14 @@ fn run() -> Result<()> {
                 bail!("setup takes no arguments, got {rest:?}");
             }
             let ws = workspace::Workspace::locate()?;
-            runtime::setup(&ws).map(|_| ())
+            runtime::setup(&ws)?;
+            runtime::setup_for(&ws, runtime::WINDOWS_X86_64).map(|_| ())
         }
         "bundle" => match cargo_args::split_moodfader_bundle_args(rest) {
+            Some(cargo_args) if windows::targets_windows(&cargo_args) => {
+                let ws = workspace::Workspace::locate()?;
+                windows::bundle(&ws, &cargo_args).map(|_| ())
+            }
             Some(cargo_args) => {
                 let ws = workspace::Workspace::locate()?;
                 let rt = runtime::setup(&ws)?;
@@ -102,6 +113,17 @@ fn run() -> Result<()> {
             screenshot::panel_screenshot(&ws, &rt).map(|_| ())
         }
         "invariants" => invariants::check_all(&workspace::Workspace::locate()?),
+        "windows" => {
+            if !rest.is_empty() {
+                bail!("windows takes no arguments, got {rest:?}");
+            }
+            let ws = workspace::Workspace::locate()?;
+            let rt = runtime::setup(&ws)?;
+            match windows::check(&ws, &rt)? {
+                tasks::Step::Skipped(why) => bail!("Windows check did not run: {why}"),
+                tasks::Step::Passed => Ok(()),
+            }
+        }
         "eval" => match rest.first().map(String::as_str) {
             Some("continuation") => {
                 let ws = workspace::Workspace::locate()?;

@@ -47,6 +47,16 @@ const ORT_MEMBER_LINUX: &str = "onnxruntime/capi/libonnxruntime.so.1.31.1";
 const ORT_LIB_LINUX_SHA256: &str =
     "fc44112fbe06d7d689c57e11d3862031f64711007e4ee020f8eed5185fd2c1d3";
 
+const ORT_LIB_WINDOWS: &str = "onnxruntime.dll";
+const ORT_MEMBER_WINDOWS: &str = "onnxruntime/capi/onnxruntime.dll";
+const ORT_LIB_WINDOWS_SHA256: &str =
+    "8482d2ee174e28504f99730fb01d6861575870283de4ed3a897ad39170d9a9b9";
+
+/// The Windows build's key (`"<os>-<arch>"`, as Rust's `std::env::consts` spells it on Windows).
+pub const WINDOWS_X86_64: &str = "windows-x86_64";
+/// The Rust target the Windows bundles and command line are cross-built for.
+pub const WINDOWS_TARGET: &str = "x86_64-pc-windows-gnu";
+
 /// Every wheel xtask accepts. To support another host or Python version, download the wheel,
 /// run setup once (it prints the sha256 it saw), and add a row here.
 pub const PINNED_WHEELS: &[PinnedWheel] = &[
@@ -86,6 +96,16 @@ pub const PINNED_WHEELS: &[PinnedWheel] = &[
         member: ORT_MEMBER_LINUX,
         extracted: ORT_LIB_LINUX,
         extracted_sha256: ORT_LIB_LINUX_SHA256,
+    },
+    // The Windows runtime, fetched on any host for the cross-built Windows bundles.
+    PinnedWheel {
+        file: "onnxruntime-1.31.1-cp311-cp311-win_amd64.whl",
+        sha256: "c3d91b5de31e2fc82d71bd65b2b22bddee8b49057a3a36338e9a868e0ea90c05",
+        host: WINDOWS_X86_64,
+        artifact: Artifact::OrtLib,
+        member: ORT_MEMBER_WINDOWS,
+        extracted: ORT_LIB_WINDOWS,
+        extracted_sha256: ORT_LIB_WINDOWS_SHA256,
     },
     PinnedWheel {
         file: "basic_pitch-0.4.0-py2.py3-none-any.whl",
@@ -162,10 +182,24 @@ pub fn manifest_json(ort: (&str, &str), nmp: (&str, &str)) -> String {
     text
 }
 
-/// Provisions the runtime; does nothing when the cache already holds the pinned files.
+/// Provisions the runtime for the machine running xtask; does nothing when the cache already
+/// holds the pinned files.
 pub fn setup(ws: &workspace::Workspace) -> Result<Runtime> {
+    setup_for(ws, &host_key())
+}
+
+/// The runtime cache of the build for `platform` (`"<os>-<arch>"`): the host's is
+/// `<target>/moodfader-runtime/`, another platform's `<target>/moodfader-runtime/<platform>/`.
+pub fn cache_dir(ws: &workspace::Workspace, platform: &str) -> PathBuf {
     let dir = ws.target_dir.join(CACHE_DIR_NAME);
-    let host = host_key();
+    if platform == host_key() { dir } else { dir.join(platform) }
+}
+
+/// Provisions the runtime of the build for `platform` (the host's, or [`WINDOWS_X86_64`] for the
+/// cross-built Windows bundles).
+pub fn setup_for(ws: &workspace::Workspace, platform: &str) -> Result<Runtime> {
+    let dir = cache_dir(ws, platform);
+    let host = platform.to_string();
     let ort = expected_artifact(&host, Artifact::OrtLib);
     let nmp = expected_artifact(&host, Artifact::NmpOnnx).context("nmp.onnx: no pinned wheel")?;
 
@@ -194,7 +228,7 @@ pub fn setup(ws: &workspace::Workspace) -> Result<Runtime> {
             d
         }
         _ => {
-            pip_download(download.path())?;
+            pip_download(download.path(), platform)?;
             download.path().to_path_buf()
         }
     };
@@ -211,6 +245,9 @@ pub fn setup(ws: &workspace::Workspace) -> Result<Runtime> {
     )?;
     let ort_pin = verify_wheel(&ort_wheel)?;
     let nmp_pin = verify_wheel(&nmp_wheel)?;
+    if ort_pin.host != host {
+        bail!("{}: pinned for {}, but the build is for {host}", ort_pin.file, ort_pin.host);
+    }
     if ort_pin.artifact != Artifact::OrtLib || nmp_pin.artifact != Artifact::NmpOnnx {
         bail!(
             "pinned wheel table: artifact kinds are mixed up for {} / {}",
@@ -267,7 +304,17 @@ fn cache_is_current(dir: &Path, ort: (&str, &str), nmp: (&str, &str)) -> Result<
     Ok(true)
 }
 
-fn pip_download(dest: &Path) -> Result<()> {
+/// pip's `--platform` (and the Python version whose pinned wheel is fetched) for a build other
+/// than the host's.
+fn pip_platform(platform: &str) -> Result<Option<(&'static str, &'static str)>> {
+    match platform {
+        p if p == host_key() => Ok(None),
+        WINDOWS_X86_64 => Ok(Some(("win_amd64", "3.11"))),
+        other => bail!("no pinned ONNX Runtime for {other}; the builds are for {} and {WINDOWS_X86_64}", host_key()),
+    }
+}
+
+fn pip_download(dest: &Path, platform: &str) -> Result<()> {
     let mut ort = Command::new("python3");
     ort.args([
         "-m",
@@ -277,8 +324,11 @@ fn pip_download(dest: &Path) -> Result<()> {
         "--no-deps",
     ])
     .args(["--only-binary=:all:", "-d"])
-    .arg(dest)
-    .arg(format!("onnxruntime=={ONNXRUNTIME_VERSION}"));
+    .arg(dest);
+    if let Some((pip_platform, python)) = pip_platform(platform)? {
+        ort.args(["--platform", pip_platform, "--python-version", python]);
+    }
+    ort.arg(format!("onnxruntime=={ONNXRUNTIME_VERSION}"));
     workspace::run("pip download onnxruntime", &mut ort)?;
 
     let mut bp = Command::new("python3");
@@ -311,7 +361,7 @@ fn find_wheel(dir: &Path, prefix: &str, host: &str) -> Result<PathBuf> {
     let pick = candidates
         .iter()
         .find(|n| pinned_wheel(n).is_some_and(|w| w.host == host || w.host == "any"))
-        .or(candidates.first())
+        .or_else(|| candidates.iter().find(|n| pinned_wheel(n).is_none()))
         .with_context(|| format!("{prefix}*.whl: not found in {}", dir.display()))?;
     Ok(dir.join(pick))
 }
@@ -472,6 +522,10 @@ mod tests {
             expected_artifact("linux-x86_64", Artifact::OrtLib),
             Some(("libonnxruntime.so.1.31.1", ORT_LIB_LINUX_SHA256))
         );
+        assert_eq!(
+            expected_artifact(WINDOWS_X86_64, Artifact::OrtLib),
+            Some(("onnxruntime.dll", ORT_LIB_WINDOWS_SHA256))
+        );
         assert_eq!(expected_artifact("macos-aarch64", Artifact::OrtLib), None);
         assert_eq!(
             expected_artifact("macos-aarch64", Artifact::NmpOnnx).map(|a| a.0),
@@ -501,6 +555,11 @@ mod tests {
         }
         let got = find_wheel(dir.path(), "onnxruntime-1.31.1-", "linux-x86_64").unwrap();
         assert!(got.ends_with("onnxruntime-1.31.1-cp311-cp311-manylinux_2_28_x86_64.whl"));
+        // A folder with only the Linux wheel has none for Windows (an unpinned one would be
+        // picked, to be refused with its sha256 by verify_wheel).
+        fs::remove_file(dir.path().join("onnxruntime-1.31.1-cp311-cp311-aaa_unpinned.whl")).unwrap();
+        let err = find_wheel(dir.path(), "onnxruntime-1.31.1-", WINDOWS_X86_64).unwrap_err();
+        assert!(err.to_string().contains("not found"), "{err}");
         let err = find_wheel(dir.path(), "basic_pitch-0.4.0-", "linux-x86_64").unwrap_err();
         assert!(err.to_string().contains("not found"));
     }

@@ -14,16 +14,10 @@ use anyhow::{Context, Result, bail};
 
 use crate::runtime::Runtime;
 use crate::tasks::Step;
-use crate::workspace::{self, Workspace, cargo_cmd};
+use crate::workspace::{self, Workspace, cargo_cmd, on_path};
 
 const PANEL: [u8; 3] = [0x20, 0x23, 0x2a];
 const TARGET: [u8; 3] = [0xf2, 0xa6, 0x3b];
-
-fn on_path(tool: &str) -> bool {
-    std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
-        .unwrap_or(false)
-}
 
 /// An RGB image from a binary PPM (P6, maxval 255).
 struct Image {

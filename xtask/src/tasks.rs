@@ -102,6 +102,8 @@ pub fn test(ws: &Workspace) -> Result<()> {
 
     results.push(("panel screenshot (standalone under Xvfb)", crate::screenshot::panel_screenshot(ws, &rt)));
 
+    results.push(("Windows build under Wine", crate::windows::check(ws, &rt)));
+
     let skipped_checks: Vec<String> = fs::read_to_string(&skip_log)
         .unwrap_or_default()
         .lines()

@@ -103,6 +103,13 @@ pub fn describe(cmd: &Command) -> String {
     parts.join(" ")
 }
 
+/// True when `tool` is an executable file in a folder of `PATH`.
+pub fn on_path(tool: &str) -> bool {
+    std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
+        .unwrap_or(false)
+}
+
 /// Runs `cmd` with inherited stdio; fails naming `what` when it cannot start or exits non-zero.
 pub fn run(what: &str, cmd: &mut Command) -> Result<()> {
     eprintln!("[xtask] $ {}", describe(cmd));

@@ -1,11 +1,12 @@
 //! Finding and starting ONNX Runtime (loaded dynamically, `ort`'s `load-dynamic`).
 //!
 //! Where the library is looked for, first match wins:
-//! 1. `MOODFADER_ORT_DYLIB`: a path to `libonnxruntime.so.1.31.1` (only that path is tried).
+//! 1. `MOODFADER_ORT_DYLIB`: a path to the library, [`ORT_LIB_FILE`] (only that path is tried).
 //! 2. The copy embedded in the plugin binary (bundles built by `cargo xtask bundle`), unpacked
-//!    once, hash-checked, to `$XDG_CACHE_HOME/moodfader/runtime-<sha>/` (else `~/.cache/…`).
-//!    `MOODFADER_NO_EMBEDDED_RUNTIME=1` skips this step.
-//! 3. `libonnxruntime.so.1.31.1` next to the running executable or plugin binary.
+//!    once, hash-checked, to the per-user cache: `$XDG_CACHE_HOME/moodfader/runtime-<sha>/`
+//!    (else `~/.cache/…`) on Linux and macOS, `%LOCALAPPDATA%\moodfader\runtime-<sha>\` on
+//!    Windows. `MOODFADER_NO_EMBEDDED_RUNTIME=1` skips this step.
+//! 3. [`ORT_LIB_FILE`] next to the running executable or plugin binary.
 //! 4. The developer cache written by `cargo xtask setup` (`target/moodfader-runtime/`).
 //!
 //! Thread: worker / command line. Never called from the audio thread or while a host scans.
@@ -19,7 +20,13 @@ use sha2::{Digest, Sha256};
 
 /// The ONNX Runtime release the engine is built for.
 pub const ORT_VERSION: &str = "1.31.1";
-/// File name of the runtime library.
+/// File name of the runtime library: `libonnxruntime.so.1.31.1` (Linux), `onnxruntime.dll`
+/// (Windows; the name inside the `win_amd64` wheel), `libonnxruntime.1.31.1.dylib` (macOS).
+#[cfg(target_os = "windows")]
+pub const ORT_LIB_FILE: &str = "onnxruntime.dll";
+#[cfg(target_os = "macos")]
+pub const ORT_LIB_FILE: &str = "libonnxruntime.1.31.1.dylib";
+#[cfg(not(any(target_os = "windows", target_os = "macos")))]
 pub const ORT_LIB_FILE: &str = "libonnxruntime.so.1.31.1";
 pub const ENV_ORT_DYLIB: &str = "MOODFADER_ORT_DYLIB";
 pub const ENV_NO_EMBEDDED: &str = "MOODFADER_NO_EMBEDDED_RUNTIME";
@@ -27,7 +34,7 @@ pub const ENV_NO_EMBEDDED: &str = "MOODFADER_NO_EMBEDDED_RUNTIME";
 /// The runtime library and model files carried inside a bundle.
 #[derive(Clone, Copy)]
 pub struct EmbeddedRuntime {
-    /// `libonnxruntime.so.1.31.1`.
+    /// The runtime library ([`ORT_LIB_FILE`]).
     pub lib: &'static [u8],
     /// Basic Pitch's `nmp.onnx` (from the basic-pitch 0.4.0 wheel), for audio transcription.
     pub basic_pitch: &'static [u8],
@@ -42,6 +49,16 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// The per-user cache folder: `%LOCALAPPDATA%\moodfader` on Windows.
+#[cfg(target_os = "windows")]
+fn cache_root() -> Option<PathBuf> {
+    std::env::var_os("LOCALAPPDATA")
+        .filter(|v| !v.is_empty())
+        .map(|p| PathBuf::from(p).join("moodfader"))
+}
+
+/// The per-user cache folder: `$XDG_CACHE_HOME/moodfader`, else `~/.cache/moodfader`.
+#[cfg(not(target_os = "windows"))]
 fn cache_root() -> Option<PathBuf> {
     std::env::var_os("XDG_CACHE_HOME")
         .filter(|v| !v.is_empty())
@@ -54,7 +71,13 @@ fn cache_root() -> Option<PathBuf> {
 /// is already there. Writes to a temporary file, then renames, so a crash leaves nothing half-done.
 pub fn unpack_cached(bytes: &[u8], dir_prefix: &str, file_name: &str) -> Result<PathBuf> {
     let sha = sha256_hex(bytes);
-    let root = cache_root().ok_or_else(|| anyhow!("no cache folder: neither XDG_CACHE_HOME nor HOME is set"))?;
+    let root = cache_root().ok_or_else(|| {
+        if cfg!(target_os = "windows") {
+            anyhow!("no cache folder: LOCALAPPDATA is not set")
+        } else {
+            anyhow!("no cache folder: neither XDG_CACHE_HOME nor HOME is set")
+        }
+    })?;
     let dir = root.join(format!("{dir_prefix}-{}", &sha[..16]));
     let path = dir.join(file_name);
     if let Ok(existing) = std::fs::read(&path)
@@ -68,7 +91,15 @@ pub fn unpack_cached(bytes: &[u8], dir_prefix: &str, file_name: &str) -> Result<
         f.write_all(bytes).with_context(|| format!("{}: cannot write", tmp.display()))?;
         f.sync_all().ok();
     }
-    std::fs::rename(&tmp, &path).with_context(|| format!("{}: cannot rename into place", path.display()))?;
+    if let Err(e) = std::fs::rename(&tmp, &path) {
+        // On Windows a library another process has loaded cannot be replaced; if that process
+        // unpacked the same bytes meanwhile, its copy is as good as ours.
+        let _ = std::fs::remove_file(&tmp);
+        let same = std::fs::read(&path).is_ok_and(|existing| sha256_hex(&existing) == sha);
+        if !same {
+            return Err(e).with_context(|| format!("{}: cannot rename into place", path.display()));
+        }
+    }
     Ok(path)
 }
 
