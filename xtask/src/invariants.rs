@@ -16,7 +16,7 @@ use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 
-use crate::workspace::{self, Workspace};
+use crate::workspace::{self, Workspace, limit};
 
 /// The engine crate and the crates it must never pull in through normal dependencies.
 pub const ENGINE_PACKAGE: &str = "moodfader-engine";
@@ -344,9 +344,7 @@ fn find_in_tree(root: &str, krate: &str) -> Result<Option<String>> {
     let mut cmd = Command::new(workspace::cargo());
     cmd.args(["tree", "-p", root, "-e", "normal", "-i", krate]);
     eprintln!("[xtask] $ {}", workspace::describe(&cmd));
-    let out = cmd
-        .output()
-        .with_context(|| format!("cargo tree -i {krate}: cannot start cargo"))?;
+    let out = workspace::output_within(&format!("cargo tree -i {krate}"), &mut cmd, limit::QUERY)?;
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     match classify_tree(out.status.success(), &stdout, &stderr)
@@ -362,7 +360,7 @@ fn find_feature(root: &str, krate: &str, feature: &str) -> Result<Option<String>
     let mut cmd = Command::new(workspace::cargo());
     cmd.args(["tree", "-p", root, "-e", "normal,features", "-i", krate]);
     eprintln!("[xtask] $ {}", workspace::describe(&cmd));
-    let out = cmd.output().context("cargo tree: cannot start cargo")?;
+    let out = workspace::output_within(&format!("cargo tree -i {krate}"), &mut cmd, limit::QUERY)?;
     let stdout = String::from_utf8_lossy(&out.stdout);
     if !out.status.success() || !stdout.contains(krate) {
         bail!("cargo tree -p {root} -i {krate}: {}", String::from_utf8_lossy(&out.stderr).trim());

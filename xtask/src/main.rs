@@ -5,6 +5,7 @@
 
 mod budgets;
 mod cargo_args;
+mod daw;
 mod invariants;
 mod runtime;
 mod screenshot;
@@ -25,6 +26,8 @@ Usage:
                                              into <target>/bundled/x86_64-pc-windows-gnu/
   cargo xtask windows                        Windows bundles and command line, checked under Wine
                                              against the Linux build (also a step of `test`)
+  cargo xtask daw                            the test VST3 in DawDreamer (offline Follow-mode render,
+                                             state reload) and pedalboard (load time); a step of `test`
   cargo xtask test                           setup, debug test bundle, every test, architecture checks
   cargo xtask demo                           setup, run `moodfader analyze assets/demo.mid`
   cargo xtask bench [--quick]                setup, engine and plugin-host benchmarks
@@ -113,6 +116,17 @@ fn run() -> Result<()> {
             screenshot::panel_screenshot(&ws, &rt).map(|_| ())
         }
         "invariants" => invariants::check_all(&workspace::Workspace::locate()?),
+        "daw" => {
+            if !rest.is_empty() {
+                bail!("daw takes no arguments, got {rest:?}");
+            }
+            let ws = workspace::Workspace::locate()?;
+            let rt = runtime::setup(&ws)?;
+            match daw::check(&ws, &rt)? {
+                tasks::Step::Skipped(why) => bail!("DAW check did not run: {why}"),
+                tasks::Step::Passed => Ok(()),
+            }
+        }
         "windows" => {
             if !rest.is_empty() {
                 bail!("windows takes no arguments, got {rest:?}");

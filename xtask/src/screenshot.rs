@@ -14,7 +14,7 @@ use anyhow::{Context, Result, bail};
 
 use crate::runtime::Runtime;
 use crate::tasks::Step;
-use crate::workspace::{self, Workspace, cargo_cmd, on_path};
+use crate::workspace::{self, Workspace, cargo_cmd, limit, on_path};
 
 const PANEL: [u8; 3] = [0x20, 0x23, 0x2a];
 const TARGET: [u8; 3] = [0xf2, 0xa6, 0x3b];
@@ -116,6 +116,9 @@ impl Drop for Killed {
     }
 }
 
+/// How long one `import` of the screen may take.
+const SCREENSHOT_LIMIT: Duration = Duration::from_secs(30);
+
 /// The panel check; `Step::Skipped` with a loud message when Xvfb or ImageMagick is missing
 /// outside CI (in CI that is a failure).
 pub fn panel_screenshot(ws: &Workspace, rt: &Runtime) -> Result<Step> {
@@ -130,7 +133,7 @@ pub fn panel_screenshot(ws: &Workspace, rt: &Runtime) -> Result<Step> {
         }
     }
     let mut build = cargo_cmd(["build", "-p", "moodfader", "--features", "standalone", "--bin", "moodfader-standalone"]);
-    workspace::run("cargo build moodfader-standalone", &mut build)?;
+    workspace::run("cargo build moodfader-standalone", &mut build, limit::CARGO)?;
     let app: PathBuf = ws.target_dir.join("debug").join("moodfader-standalone");
 
     // A display nobody uses.
@@ -159,7 +162,9 @@ pub fn panel_screenshot(ws: &Workspace, rt: &Runtime) -> Result<Step> {
     let mut last = vec!["no screenshot taken".to_string()];
     while started.elapsed() < Duration::from_secs(40) {
         std::thread::sleep(Duration::from_secs(2));
-        let out = Command::new("import").args(["-display", &display, "-window", "root", "-depth", "8", "ppm:-"]).output().context("running import")?;
+        let mut grab = Command::new("import");
+        grab.args(["-display", &display, "-window", "root", "-depth", "8", "ppm:-"]);
+        let out = workspace::output_within("import (screenshot of the Xvfb display)", &mut grab, SCREENSHOT_LIMIT)?;
         if !out.status.success() {
             last = vec![format!("import failed: {}", String::from_utf8_lossy(&out.stderr).trim())];
             continue;
@@ -170,13 +175,9 @@ pub fn panel_screenshot(ws: &Workspace, rt: &Runtime) -> Result<Step> {
             let dir = ws.target_dir.join("screenshots");
             std::fs::create_dir_all(&dir)?;
             let png = dir.join("panel.png");
-            let status = Command::new("import")
-                .args(["-display", &display, "-window", "root", "-crop", "960x700+0+0", "+repage"])
-                .arg(&png)
-                .status()?;
-            if !status.success() {
-                bail!("import could not write {}", png.display());
-            }
+            let mut save = Command::new("import");
+            save.args(["-display", &display, "-window", "root", "-crop", "960x700+0+0", "+repage"]).arg(&png);
+            workspace::run(&format!("import (saving {})", png.display()), &mut save, SCREENSHOT_LIMIT)?;
             println!("[xtask] panel screenshot: the pad, the faders and the piano roll drew; saved {}", png.display());
             drop(xvfb);
             return Ok(Step::Passed);

@@ -11,7 +11,7 @@ use anyhow::{Context, Result, bail};
 use crate::cargo_args::{self, CLI_PACKAGE, PLUGIN_PACKAGE};
 use crate::invariants;
 use crate::runtime::{self, Runtime};
-use crate::workspace::{self, Workspace, cargo_cmd};
+use crate::workspace::{self, Workspace, cargo_cmd, limit};
 
 /// Compile-time payload folder for the plugin's `embed-runtime` feature.
 pub const PAYLOAD_DIR_ENV: &str = "MOODFADER_PAYLOAD_DIR";
@@ -39,14 +39,13 @@ pub fn bundle_moodfader(
         .with_context(|| format!("{}: cannot resolve runtime cache", rt.dir.display()))?;
     eprintln!("[xtask] {PAYLOAD_DIR_ENV}={}", payload.display());
     // SAFETY: xtask is single-threaded; nothing reads the environment concurrently. The variable
-    // must be in our own environment because nice_plug_xtask::build spawns cargo itself.
+    // must be in our own environment: cargo and the build scripts inherit it.
     unsafe { std::env::set_var(PAYLOAD_DIR_ENV, &payload) };
     nice_plug_xtask::chdir_workspace_root()?;
-    eprintln!(
-        "[xtask] $ cargo build -p {PLUGIN_PACKAGE} {}",
-        args.join(" ")
-    );
-    nice_plug_xtask::build(&[PLUGIN_PACKAGE.to_string()], &args)?;
+    // nice_plug_xtask::build runs the same `cargo build -p moodfader ARGS`, but with no time limit.
+    let mut build = cargo_cmd(["build", "-p", PLUGIN_PACKAGE]);
+    build.args(&args);
+    workspace::run(&format!("cargo build -p {PLUGIN_PACKAGE}"), &mut build, limit::CARGO)?;
     nice_plug_xtask::bundle(&ws.target_dir, PLUGIN_PACKAGE, &args, false)?;
     eprintln!(
         "[xtask] bundled into {}",
@@ -84,25 +83,31 @@ const SKIP_LOG_ENV: &str = "MOODFADER_SKIP_LOG";
 /// line counts every step (setup and bundle included) and names what was skipped: a step that
 /// could not run, and each check a test skipped for want of data.
 pub fn test(ws: &Workspace) -> Result<()> {
+    let mut clock = StepClock::start();
     let rt = runtime::setup(ws)?;
+    clock.lap("setup");
     bundle_moodfader(ws, &rt, &[], "assert_process_allocs,embed-runtime")
         .context("test bundle (debug, assert_process_allocs + embed-runtime)")?;
+    clock.lap("bundle");
     let mut results: Vec<(&str, Result<Step>)> = vec![("setup", Ok(Step::Passed)), ("bundle", Ok(Step::Passed))];
 
     let skip_log = ws.target_dir.join("xtask-skipped-checks.txt");
     let _ = fs::remove_file(&skip_log);
-    let mut ws_tests = cargo_cmd(["test", "--workspace", "--exclude", "xtask"]);
-    ws_tests.envs(test_env(ws, &rt)).env(SKIP_LOG_ENV, &skip_log);
-    results.push(("cargo test --workspace", workspace::run("cargo test --workspace", &mut ws_tests).map(|()| Step::Passed)));
-
-    let mut xtask_tests = cargo_cmd(["test", "-p", "xtask"]);
-    results.push(("cargo test -p xtask", workspace::run("cargo test -p xtask", &mut xtask_tests).map(|()| Step::Passed)));
+    // Every Rust test runs under the pinned cargo-nextest, each with the time limit in
+    // `.config/nextest.toml`, so a test that hangs fails under its own name.
+    nextest_steps(ws, &rt, &skip_log, &mut results, &mut clock);
 
     results.push(("architecture invariants", invariants::check_all(ws).map(|()| Step::Passed)));
+    clock.lap("architecture invariants");
 
     results.push(("panel screenshot (standalone under Xvfb)", crate::screenshot::panel_screenshot(ws, &rt)));
+    clock.lap("panel screenshot");
 
     results.push(("Windows build under Wine", crate::windows::check(ws, &rt)));
+    clock.lap("Windows");
+
+    results.push(("DawDreamer and pedalboard (VST3)", crate::daw::check(ws, &rt)));
+    clock.lap("DAW engines");
 
     let skipped_checks: Vec<String> = fs::read_to_string(&skip_log)
         .unwrap_or_default()
@@ -121,12 +126,69 @@ pub fn test(ws: &Workspace) -> Result<()> {
     for check in &skipped_checks {
         eprintln!("[xtask] NOT CHECKED (a test skipped it) {check}");
     }
+    eprintln!("[xtask] {}", clock.report());
     println!("{line}");
     let failed = results.iter().filter(|(_, r)| r.is_err()).count();
     if failed > 0 {
         bail!("xtask test: {failed} step(s) failed");
     }
     Ok(())
+}
+
+/// The tests that assert wall-clock latency in real time (on the worker or end to end): they
+/// run alone, one at a time, after the others, so that on a 2-core machine they measure the code
+/// and not their neighbours.
+const REALTIME_TESTS: &str = "package(moodfader-engine) & (binary(=audio_input) | binary(=transcription) | binary(=worker_status))";
+
+/// The test steps of `cargo xtask test`: the workspace's tests (all but the real-time ones), the
+/// real-time ones alone, and xtask's own, each run by nextest.
+fn nextest_steps(ws: &Workspace, rt: &Runtime, skip_log: &Path, results: &mut Vec<(&'static str, Result<Step>)>, clock: &mut StepClock) {
+    let nextest = match runtime::nextest(ws) {
+        Ok(bin) => bin,
+        Err(e) => {
+            results.push(("cargo nextest", Err(e.context("cannot provision cargo-nextest"))));
+            return;
+        }
+    };
+    let others = format!("not ({REALTIME_TESTS})");
+    let steps: [(&'static str, Vec<&str>); 3] = [
+        ("cargo nextest (workspace)", vec!["--workspace", "--exclude", "xtask", "-E", &others]),
+        ("cargo nextest (real-time latency tests, alone)", vec!["--workspace", "--exclude", "xtask", "--test-threads", "1", "-E", REALTIME_TESTS]),
+        ("cargo nextest -p xtask", vec!["-p", "xtask"]),
+    ];
+    for (what, args) in steps {
+        let mut cmd = Command::new(&nextest);
+        cmd.args(["nextest", "run", "--no-fail-fast"]).args(&args);
+        cmd.envs(test_env(ws, rt)).env(SKIP_LOG_ENV, skip_log).env("CARGO", workspace::cargo());
+        results.push((what, workspace::run(what, &mut cmd, limit::CARGO).map(|()| Step::Passed)));
+        clock.lap(what);
+    }
+}
+
+/// Wall-clock time per step of `cargo xtask test`, so a slow step shows in CI's log.
+struct StepClock {
+    last: std::time::Instant,
+    laps: Vec<(&'static str, std::time::Duration)>,
+}
+
+impl StepClock {
+    fn start() -> Self {
+        Self { last: std::time::Instant::now(), laps: Vec::new() }
+    }
+
+    fn lap(&mut self, name: &'static str) {
+        let now = std::time::Instant::now();
+        self.laps.push((name, now - self.last));
+        self.last = now;
+    }
+
+    /// "step times: setup 0:03, bundle 2:10, …; total 12:40" (minutes:seconds).
+    fn report(&self) -> String {
+        let mmss = |d: std::time::Duration| format!("{}:{:02}", d.as_secs() / 60, d.as_secs() % 60);
+        let total: std::time::Duration = self.laps.iter().map(|(_, d)| *d).sum();
+        let laps: Vec<String> = self.laps.iter().map(|(n, d)| format!("{n} {}", mmss(*d))).collect();
+        format!("step times: {}; total {}", laps.join(", "), mmss(total))
+    }
 }
 
 /// The last line of `cargo xtask test`: how many steps passed of how many, which, and what was
@@ -177,7 +239,7 @@ pub fn demo(ws: &Workspace) -> Result<()> {
         .arg(&png)
         .arg("--json");
     cmd.env(ORT_DYLIB_ENV, &rt.ort_lib);
-    let output = workspace::run_capture("moodfader analyze", &mut cmd)?;
+    let output = workspace::run_capture("moodfader analyze", &mut cmd, limit::TOOL)?;
     fs::write(&json, &output.stdout)
         .with_context(|| format!("{}: cannot write", json.display()))?;
     serde_json::from_slice::<serde_json::Value>(&output.stdout).with_context(|| {
@@ -223,10 +285,10 @@ pub fn demo(ws: &Workspace) -> Result<()> {
             .arg("--wav")
             .arg(&wav)
             .env(ORT_DYLIB_ENV, &rt.ort_lib);
-        workspace::run(&format!("moodfader continue ({name})"), &mut cont)?;
+        workspace::run(&format!("moodfader continue ({name})"), &mut cont, limit::TOOL)?;
         let mut an = moodfader_cli();
         an.arg("analyze").arg(&mid).arg("--json").env(ORT_DYLIB_ENV, &rt.ort_lib);
-        let out = workspace::run_capture(&format!("moodfader analyze ({name})"), &mut an)?;
+        let out = workspace::run_capture(&format!("moodfader analyze ({name})"), &mut an, limit::TOOL)?;
         let j: serde_json::Value = serde_json::from_slice(&out.stdout)?;
         let (hv, ha) = (j["overall"]["valence"].as_f64().unwrap_or(f64::NAN), j["overall"]["arousal"].as_f64().unwrap_or(f64::NAN));
         let (notes, mean_vel) = midi_note_stats(&fs::read(&mid)?);
@@ -365,7 +427,7 @@ pub fn bench(ws: &Workspace, quick: bool) -> Result<()> {
     // The engine's worker update (valence/arousal) and the plugin's process() (in-process, with
     // an allocation counter). Figures are printed against product.md's budgets.
     for package in ["moodfader-engine", "moodfader"] {
-        workspace::run(&format!("cargo bench -p {package}"), &mut bench_cmd(package))?;
+        workspace::run(&format!("cargo bench -p {package}"), &mut bench_cmd(package), limit::CARGO)?;
     }
     println!("{}", crate::budgets::summary(&ws.target_dir));
     println!("xtask bench: done{}", if quick { " (quick: timings are indicative only)" } else { "" });
@@ -386,6 +448,28 @@ fn venv_python(venv: &Path) -> PathBuf {
     } else {
         venv.join("bin").join("python")
     }
+}
+
+/// A Python venv at `venv` with `requirements` installed (pip is skipped while the file is
+/// unchanged since the last successful install); returns its python.
+pub fn python_venv(venv: &Path, requirements: &Path) -> Result<PathBuf> {
+    let python = venv_python(venv);
+    if !python.is_file() {
+        let mut cmd = Command::new("python3");
+        cmd.args(["-m", "venv"]).arg(venv);
+        workspace::run("python3 -m venv", &mut cmd, limit::PIP)?;
+    }
+    let stamp = venv.join(".moodfader-requirements.sha256");
+    let req_sha = runtime::sha256_file(requirements)?;
+    if fs::read_to_string(&stamp).ok().as_deref() == Some(req_sha.as_str()) {
+        eprintln!("[xtask] {} unchanged since last install; skipping pip", requirements.display());
+    } else {
+        let mut pip = Command::new(&python);
+        pip.args(["-m", "pip", "install", "--disable-pip-version-check", "-r"]).arg(requirements);
+        workspace::run(&format!("pip install -r {}", requirements.display()), &mut pip, limit::PIP)?;
+        fs::write(&stamp, &req_sha).with_context(|| format!("{}: cannot write", stamp.display()))?;
+    }
+    Ok(python)
 }
 
 /// The training data folder (`MOODFADER_DATA`, else `../shared/data`), or an error that says where it looked.
@@ -414,66 +498,73 @@ fn training_prelude(ws: &Workspace, script_name: &str) -> Result<(runtime::Runti
     }
     let data = training_data(ws)?;
 
-    let venv = train_dir.join(".venv");
-    let python = venv_python(&venv);
-    if !python.is_file() {
-        let mut cmd = Command::new("python3");
-        cmd.args(["-m", "venv"]).arg(&venv);
-        workspace::run("python3 -m venv", &mut cmd)?;
-    }
-    // Skip pip when requirements.txt is unchanged since the last successful install.
-    let stamp = venv.join(".moodfader-requirements.sha256");
-    let req_sha = runtime::sha256_file(&requirements)?;
-    if fs::read_to_string(&stamp).ok().as_deref() == Some(req_sha.as_str()) {
-        eprintln!(
-            "[xtask] {} unchanged since last install; skipping pip",
-            requirements.display()
-        );
-    } else {
-        let mut pip = Command::new(&python);
-        pip.args(["-m", "pip", "install", "--disable-pip-version-check", "-r"])
-            .arg(&requirements);
-        workspace::run("pip install -r models/train/requirements.txt", &mut pip)?;
-        fs::write(&stamp, &req_sha)
-            .with_context(|| format!("{}: cannot write", stamp.display()))?;
-    }
+    let python = python_venv(&train_dir.join(".venv"), &requirements)?;
     let work = train_dir.join("work");
     fs::create_dir_all(&work).with_context(|| format!("{}: cannot create", work.display()))?;
     Ok((rt, data, python, script, work))
 }
 
-/// `moodfader lab export-features` into the work folder; returns the CSV's path.
+/// `moodfader lab export-features` (VGMIDI alone, for the bridge) into the work folder; returns
+/// the CSV's path.
 fn export_features(rt: &runtime::Runtime, data: &Path, work: &Path) -> Result<PathBuf> {
     let features = work.join("vgmidi_features.csv");
     let mut export = moodfader_lab();
-    export
-        .arg("export-features")
-        .arg("--data")
-        .arg(data)
-        .arg("-o")
-        .arg(&features);
+    export.arg("export-features").arg("--data").arg(data).arg("-o").arg(&features);
     export.env(ORT_DYLIB_ENV, &rt.ort_lib);
-    workspace::run("moodfader lab export-features", &mut export)?;
+    workspace::run("moodfader lab export-features", &mut export, limit::TRAINING)?;
     Ok(features)
 }
 
-/// `cargo xtask train emotion [script args]`.
+/// The feature CSVs the emotion model trains on.
+struct FeatureSets {
+    vgmidi: PathBuf,
+    emopia: PathBuf,
+}
+
+/// `moodfader lab export-features --emopia …` (with `--flat-velocity` when `flat`) into `work`.
+fn export_feature_sets(rt: &runtime::Runtime, data: &Path, work: &Path, flat: bool) -> Result<FeatureSets> {
+    let suffix = if flat { "_flat" } else { "" };
+    let sets = FeatureSets {
+        vgmidi: work.join(format!("vgmidi_features{suffix}.csv")),
+        emopia: work.join(format!("emopia_features{suffix}.csv")),
+    };
+    let mut export = moodfader_lab();
+    export.arg("export-features").arg("--data").arg(data).arg("-o").arg(&sets.vgmidi);
+    if flat {
+        export.arg("--flat-velocity");
+    }
+    export.arg("--emopia").arg(&sets.emopia);
+    export.env(ORT_DYLIB_ENV, &rt.ort_lib);
+    workspace::run("moodfader lab export-features", &mut export, limit::TRAINING)?;
+    Ok(sets)
+}
+
+/// `cargo xtask train emotion [script args]`: the four feature exports (VGMIDI and EMOPIA, as
+/// played and with velocities flattened), then `train_emotion.py` (nested cross-validation).
 pub fn train_emotion(ws: &Workspace, script_args: &[String]) -> Result<()> {
     let (rt, data, python, script, work) = training_prelude(ws, "train_emotion.py")?;
-    let features = export_features(&rt, &data, &work)?;
+    let played = export_feature_sets(&rt, &data, &work, false)?;
+    let flat = export_feature_sets(&rt, &data, &work, true)?;
     let mut train = Command::new(&python);
     train
         .arg(&script)
         .arg("--features")
-        .arg(&features)
+        .arg(&played.vgmidi)
+        .arg("--emopia")
+        .arg(&played.emopia)
+        .arg("--flat-features")
+        .arg(&flat.vgmidi)
+        .arg("--flat-emopia")
+        .arg(&flat.emopia)
         .arg("--out")
         .arg(ws.root.join("models"))
         .args(script_args)
         .env(ORT_DYLIB_ENV, &rt.ort_lib);
-    workspace::run("train_emotion.py", &mut train)?;
+    workspace::run("train_emotion.py", &mut train, limit::TRAINING)?;
     println!(
-        "xtask train emotion: done; features {}, models in {}",
-        features.display(),
+        "xtask train emotion: done; features {}, {}, models in {}",
+        played.vgmidi.display(),
+        played.emopia.display(),
         ws.root.join("models").display()
     );
     Ok(())
@@ -499,7 +590,7 @@ pub fn train_continuation(ws: &Workspace, script_args: &[String]) -> Result<()> 
         .arg(format!("--transpose={CONTINUATION_TRANSPOSITIONS}"))
         .arg("-o")
         .arg(&tokens);
-    workspace::run("moodfader lab export-tokens", &mut export)?;
+    workspace::run("moodfader lab export-tokens", &mut export, limit::TRAINING)?;
 
     let models = ws.root.join("models");
     let mut train = Command::new(&python);
@@ -517,7 +608,7 @@ pub fn train_continuation(ws: &Workspace, script_args: &[String]) -> Result<()> 
         .arg(models.join("train").join("checkpoints").join("continuation.pt"))
         .args(script_args)
         .env(ORT_DYLIB_ENV, &rt.ort_lib);
-    workspace::run("train_continuation.py", &mut train)?;
+    workspace::run("train_continuation.py", &mut train, limit::TRAINING)?;
     fit_bridge(&rt, &models, &data)?;
     merge_continuation_metrics(&rt, &models)?;
     println!("xtask train continuation: done; model and manifest in {}", models.display());
@@ -547,7 +638,7 @@ fn fit_bridge(rt: &runtime::Runtime, models: &Path, data: &Path) -> Result<()> {
         .arg(models.join("continuation.json"))
         .env(ORT_DYLIB_ENV, &rt.ort_lib)
         .env("MOODFADER_MODEL_DIR", models);
-    workspace::run("moodfader lab fit-bridge", &mut fit)
+    workspace::run("moodfader lab fit-bridge", &mut fit, limit::TRAINING)
 }
 
 /// Measures the continuation model in `models/` and writes `metrics` into its manifest.
@@ -568,7 +659,7 @@ pub fn merge_continuation_metrics(rt: &runtime::Runtime, models: &Path) -> Resul
             }
         }
         eval.env(ORT_DYLIB_ENV, &rt.ort_lib).env("MOODFADER_MODEL_DIR", models);
-        workspace::run(&format!("moodfader lab eval-continuation ({name})"), &mut eval)?;
+        workspace::run(&format!("moodfader lab eval-continuation ({name})"), &mut eval, limit::TRAINING)?;
         let text = fs::read_to_string(&out).with_context(|| format!("{}: cannot read", out.display()))?;
         metrics.insert(name.into(), serde_json::from_str(&text)?);
     }
