@@ -145,8 +145,17 @@ impl Plugin for Moodfader {
         *self.synth = Synth::new(buffer_config.sample_rate);
         self.preview_buf = vec![0.0; buffer_config.max_buffer_size.max(1) as usize];
         let config = WorkerConfig { embedded_runtime: embedded_runtime(), ..WorkerConfig::default() };
+        // A bounce, freeze or export renders offline: then each block waits for the worker, so
+        // every bar that would have played live plays in the render.
+        let offline = buffer_config.process_mode == ProcessMode::Offline;
+        self.shared.offline.store(offline, std::sync::atomic::Ordering::Release);
         match Worker::spawn(config, self.shared.clone(), worker_ends) {
-            Ok(w) => self.worker = Some(w),
+            Ok(w) => {
+                if let Some(a) = self.audio.as_deref_mut() {
+                    a.set_offline(offline, w.thread());
+                }
+                self.worker = Some(w);
+            }
             Err(e) => self.shared.set_status(
                 moodfader_engine::WorkerStatus::Error,
                 format!("worker thread cannot start: {e}; audio and MIDI pass through"),
@@ -189,8 +198,11 @@ impl Plugin for Moodfader {
             sig_den: t.time_sig_denominator.and_then(|d| u32::try_from(d).ok()),
             pos_beats: t.pos_beats(),
         };
-        audio.begin_block(&info, num_samples);
+        // The controls first: the block's decision point (sent by begin_block) reads them.
         publish_controls(&self.params, &self.shared.controls);
+        audio.begin_block(&info, num_samples);
+        // Offline only (a no-op in real time): wait for the worker to plan from what was heard.
+        audio.sync_with_worker();
 
         let out = &mut self.out_events;
         out.clear();
@@ -392,6 +404,12 @@ impl Vst3Plugin for Moodfader {
     const VST3_CLASS_ID: [u8; 16] = *b"MoodfaderMoodFX1";
     const VST3_SUBCATEGORIES: &'static [Vst3SubCategory] =
         &[Vst3SubCategory::Fx, Vst3SubCategory::Analyzer, Vst3SubCategory::Tools];
+    /// VST3 hands MIDI controllers to a plugin only through parameters, one per controller and
+    /// channel. The sustain pedal is the one the plugin takes in (and passes through to the
+    /// instrument after it): 16 hidden parameters instead of nice-plug's 2,080, which hosts
+    /// built on JUCE read one by one on load (the patched wrapper, see the workspace Cargo.toml).
+    /// Under VST3 other controllers do not reach the plugin; under CLAP every one passes through.
+    const VST3_MIDI_CC_PROXIES: &'static [u8] = &[64];
 }
 
 nice_export_clap!(Moodfader);

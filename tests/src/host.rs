@@ -33,6 +33,7 @@ use clack_extensions::params::{
     HostParams, HostParamsImplMainThread, HostParamsImplShared, ParamClearFlags, ParamInfoBuffer,
     ParamRescanFlags, PluginParams,
 };
+use clack_extensions::render::{PluginRender, RenderMode};
 use clack_extensions::state::{HostState, HostStateImpl, PluginState};
 use clack_extensions::thread_check::{HostThreadCheck, HostThreadCheckImpl};
 use clack_host::events::event_types::{TransportEvent, TransportFlags};
@@ -91,6 +92,7 @@ pub struct HostShared {
     audio_ports: OnceLock<Option<PluginAudioPorts>>,
     note_ports: OnceLock<Option<PluginNotePorts>>,
     latency: OnceLock<Option<PluginLatency>>,
+    render: OnceLock<Option<PluginRender>>,
     state: OnceLock<Option<PluginState>>,
     gui: OnceLock<Option<PluginGui>>,
 }
@@ -101,6 +103,7 @@ impl<'a> SharedHandler<'a> for HostShared {
         let _ = self.audio_ports.set(instance.get_extension());
         let _ = self.note_ports.set(instance.get_extension());
         let _ = self.latency.set(instance.get_extension());
+        let _ = self.render.set(instance.get_extension());
         let _ = self.state.set(instance.get_extension());
         let _ = self.gui.set(instance.get_extension());
     }
@@ -414,6 +417,7 @@ impl ClapTestHost {
                 audio_ports: OnceLock::new(),
                 note_ports: OnceLock::new(),
                 latency: OnceLock::new(),
+                render: OnceLock::new(),
                 state: OnceLock::new(),
                 gui: OnceLock::new(),
             },
@@ -611,6 +615,24 @@ impl ClapTestHost {
         };
         let handle = self.instance().plugin_handle();
         latency.get(&handle)
+    }
+
+    /// Tells the plugin to render offline (a bounce: faster than real time, and it may wait) or
+    /// in real time, through the `render` extension. Call it before `activate()`; while active,
+    /// the plugin asks for a restart.
+    pub fn set_render_offline(&mut self, offline: bool) -> Result<()> {
+        let render = self
+            .shared()
+            .render
+            .get()
+            .copied()
+            .flatten()
+            .context("the plugin has no render extension")?;
+        let handle = self.instance().plugin_handle();
+        let mode = if offline { RenderMode::Offline } else { RenderMode::Realtime };
+        render
+            .set(&handle, mode)
+            .map_err(|e| anyhow!("render.set({offline}) refused: {e}"))
     }
 
     /// Everything the plugin logged through the host `log` extension so far.

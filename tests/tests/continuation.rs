@@ -8,7 +8,12 @@
 //! * `transport_stop_silences_the_continuation`: a long continuation is cut by a transport
 //!   stop: every sounding note is released and nothing starts after the stop.
 //!
-//! Both run at 240 BPM (a bar per second) so they take a few seconds of wall time.
+//! * `offline_render_plays_the_live_continuation`: a Follow-mode session (a primer, then the
+//!   continuation over silence, preview voice on) played in real time and rendered offline
+//!   (CLAP's render extension, as fast as the plugin goes) gives the same generated notes
+//!   (sample, key, velocity, release) and the same preview audio.
+//!
+//! All run at 240 BPM (a bar per second) so they take a few seconds of wall time.
 //!
 //! Thread: test threads; each body runs on its own guarded thread (the CLAP main thread).
 
@@ -37,11 +42,13 @@ fn fresh_cache_dir() -> tempfile::TempDir {
 
 /// A note heard or played, with absolute sample times.
 #[derive(Debug, Clone, Copy)]
+#[derive(PartialEq)]
 struct Played {
     on: u64,
     off: Option<u64>,
     key: i16,
     channel: i16,
+    velocity: f64,
 }
 
 /// Drives the host block by block in real time and collects the generated notes.
@@ -53,12 +60,23 @@ struct Session {
     silent: Vec<f32>,
     /// Left output channel, every sample.
     audio: Vec<f32>,
+    /// Blocks come at the pace of real time (else as fast as the plugin answers: a bounce).
+    paced: bool,
 }
 
 impl Session {
     fn new() -> Self {
+        Self::with_render(false)
+    }
+
+    /// A session rendered offline (`offline`: told through CLAP's render extension before
+    /// activation, blocks as fast as they return) or played in real time.
+    fn with_render(offline: bool) -> Self {
         let path = clap_path();
         let mut host = ClapTestHost::load_from(&path, PLUGIN_ID).unwrap_or_else(|e| panic!("loading {}: {e:#}", path.display()));
+        if offline {
+            host.set_render_offline(true).unwrap_or_else(|e| panic!("render mode: {e:#}"));
+        }
         host.activate(SR, 1, BLOCK as u32).unwrap_or_else(|e| panic!("activate: {e:#}"));
         host.set_transport(TransportSettings { playing: true, tempo_bpm: TEMPO, time_sig_num: 4, time_sig_den: 4 });
         let ids = ["cont_on", "thru", "bars"].map(|id| host.param_id(id));
@@ -66,7 +84,15 @@ impl Session {
         host.set_param(ids[1], 0.0); // only generated notes come out
         let two = host.param_text_to_value(ids[2], "2").expect("bars accepts '2'");
         host.set_param(ids[2], two);
-        Self { host, pos: 0, started: Instant::now(), notes: Vec::new(), silent: vec![0.0; BLOCK], audio: Vec::new() }
+        Self {
+            host,
+            pos: 0,
+            started: Instant::now(),
+            notes: Vec::new(),
+            silent: vec![0.0; BLOCK],
+            audio: Vec::new(),
+            paced: !offline,
+        }
     }
 
     fn set_bars(&mut self, bars: u32) {
@@ -85,15 +111,17 @@ impl Session {
     /// One block in real time.
     fn block(&mut self, events: &[InEvent]) {
         let due = Duration::from_secs_f64(self.pos as f64 / SR);
-        if let Some(wait) = due.checked_sub(self.started.elapsed()) {
+        if self.paced
+            && let Some(wait) = due.checked_sub(self.started.elapsed())
+        {
             std::thread::sleep(wait);
         }
         let out = self.host.process([&self.silent, &self.silent], events).unwrap_or_else(|e| panic!("process: {e:#}"));
         self.audio.extend_from_slice(&out.audio[0]);
         for ev in out.events {
             match ev {
-                OutEvent::NoteOn { time, key, channel, .. } => {
-                    self.notes.push(Played { on: self.pos + time as u64, off: None, key, channel })
+                OutEvent::NoteOn { time, key, channel, velocity, .. } => {
+                    self.notes.push(Played { on: self.pos + time as u64, off: None, key, channel, velocity })
                 }
                 OutEvent::NoteOff { time, key, channel, .. } => {
                     if let Some(n) = self.notes.iter_mut().rev().find(|n| n.key == key && n.channel == channel && n.off.is_none()) {
@@ -242,6 +270,77 @@ fn transport_stop_silences_the_continuation() {
         }
         eprintln!("continuation: {} notes before the stop at sample {stopped_at}", s.notes.len());
         s.host.shutdown();
+        assert!(failures.is_empty(), "{}", failures.join("\n"));
+    });
+}
+
+/// One Follow-mode session: a second of nothing (the worker loads its models), two bars of
+/// primer, six bars of silence the continuation fills. Returns it with what came out.
+fn follow_session(offline: bool) -> Session {
+    let mut s = Session::with_render(offline);
+    for (id, value) in [("preview", 1.0), ("seed", 0.25)] {
+        let id = s.host.param_id(id);
+        s.host.set_param(id, value);
+    }
+    let trigger = s.host.param_id("trigger");
+    let follow = s.host.param_text_to_value(trigger, "Follow").expect("trigger accepts 'Follow'");
+    s.host.set_param(trigger, follow);
+    let lead_in = (SR as u64).div_ceil(BLOCK as u64);
+    for _ in 0..lead_in {
+        s.block(&[]);
+    }
+    s.play_primer(2);
+    for _ in 0..(6 * SAMPLES_PER_BAR).div_ceil(BLOCK as u64) {
+        s.block(&[]);
+    }
+    s
+}
+
+#[test]
+fn offline_render_plays_the_live_continuation() {
+    let _lock = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _cache = fresh_cache_dir();
+    run_guarded("continuation-offline", Duration::from_secs(180), || {
+        let live = follow_session(false);
+        let live_s = live.started.elapsed();
+        let offline = follow_session(true);
+        let offline_s = offline.started.elapsed();
+        let rendered = live.pos as f64 / SR;
+        eprintln!(
+            "continuation: {} notes live ({rendered:.1} s of music in {:.1} s), {} offline (in {:.1} s)",
+            live.notes.len(),
+            live_s.as_secs_f64(),
+            offline.notes.len(),
+            offline_s.as_secs_f64(),
+        );
+        let mut failures = Vec::new();
+        // Follow mode starts a continuation at the first bar line it can: after the primer
+        // there are at least five bars of it.
+        if live.notes.len() < 8 {
+            failures.push(format!("live: {} generated notes over 8 bars of Follow mode", live.notes.len()));
+        }
+        let first_diff = live.notes.iter().zip(&offline.notes).position(|(a, b)| a != b);
+        if live.notes.len() != offline.notes.len() || first_diff.is_some() {
+            let k = first_diff.unwrap_or(live.notes.len().min(offline.notes.len()));
+            failures.push(format!(
+                "offline render differs from the live run at note {k}: live {:?}, offline {:?} ({} vs {} notes)",
+                live.notes.get(k),
+                offline.notes.get(k),
+                live.notes.len(),
+                offline.notes.len()
+            ));
+        }
+        if let Some(i) = live.audio.iter().zip(&offline.audio).position(|(a, b)| a.to_bits() != b.to_bits()) {
+            failures.push(format!("preview audio differs from sample {i}: live {}, offline {}", live.audio[i], offline.audio[i]));
+        }
+        if !live.audio.iter().any(|x| x.abs() > 0.01) {
+            failures.push("the preview voice was silent".to_string());
+        }
+        if offline_s >= live_s {
+            failures.push(format!("offline took {offline_s:?}, no faster than real time ({live_s:?})"));
+        }
+        live.host.shutdown();
+        offline.host.shutdown();
         assert!(failures.is_empty(), "{}", failures.join("\n"));
     });
 }

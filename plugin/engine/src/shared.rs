@@ -160,6 +160,17 @@ pub struct Shared {
     /// abandons its continuation when it sees it change.
     pub release_epoch: AtomicU32,
 
+    // Offline rendering (the host renders faster than real time: a bounce, a freeze, an export).
+    /// Whether the plugin was activated for an offline render (written on activation).
+    pub offline: AtomicBool,
+    /// Whether the worker thread runs (false once it stopped or died): an offline render stops
+    /// waiting for a worker that is gone.
+    pub worker_alive: AtomicBool,
+    /// The last `ToWorker::Sync` the worker has answered (offline only).
+    pub synced_seq: AtomicU64,
+    /// Offline blocks that stopped waiting for the worker after [`crate::rt::audio_side::OFFLINE_WAIT_LIMIT_S`].
+    pub num_offline_timeouts: AtomicU64,
+
     /// Written by the audio thread from the host's parameters; read by the worker.
     pub controls: Controls,
 
@@ -245,6 +256,10 @@ impl Default for Shared {
             num_dropped_scheduled: AtomicU64::new(0),
             continuation_ready: AtomicBool::new(false),
             release_epoch: AtomicU32::new(0),
+            offline: AtomicBool::new(false),
+            worker_alive: AtomicBool::new(false),
+            synced_seq: AtomicU64::new(0),
+            num_offline_timeouts: AtomicU64::new(0),
             transcriber_ready: AtomicBool::new(false),
             num_transcribed_notes: AtomicU64::new(0),
             transcribe_latency_ms: AtomicF32::new(0.0),

@@ -49,6 +49,8 @@ impl Worker {
         let stop = Arc::new(AtomicBool::new(false));
         let thread_stop = stop.clone();
         shared.set_status(WorkerStatus::Loading, "starting");
+        shared.worker_alive.store(true, Ordering::Release);
+        let alive = shared.clone();
         let handle = std::thread::Builder::new().name("moodfader-worker".into()).spawn(move || {
             let shared_for_panic = shared.clone();
             let result = std::panic::catch_unwind(AssertUnwindSafe(|| run(config, &shared, ends, &thread_stop)));
@@ -63,8 +65,21 @@ impl Worker {
                     format!("worker stopped after an internal error ({msg}); audio and MIDI still pass through; re-activate to restart"),
                 );
             }
-        })?;
+            shared_for_panic.worker_alive.store(false, Ordering::Release);
+        });
+        let handle = match handle {
+            Ok(h) => h,
+            Err(e) => {
+                alive.worker_alive.store(false, Ordering::Release);
+                return Err(e);
+            }
+        };
         Ok(Self { stop, handle: Some(handle) })
+    }
+
+    /// The thread, to wake it (an offline render wakes it at every block).
+    pub fn thread(&self) -> Option<std::thread::Thread> {
+        self.handle.as_ref().map(|h| h.thread().clone())
     }
 
     /// Stops and joins the thread. Idempotent.
@@ -162,16 +177,31 @@ fn run(config: WorkerConfig, shared: &Shared, mut ends: WorkerEnds, stop: &Atomi
     let mut num_updates = 0u32;
     let mut raw_out = Vec::with_capacity(1);
     let mut last_update = Instant::now() - Duration::from_millis(UPDATE_INTERVAL_MS);
+    // Offline, estimates follow the listening clock (every UPDATE_INTERVAL_MS of the music)
+    // instead of the wall clock, which runs at another speed.
+    let mut last_update_s = f64::NEG_INFINITY;
+    if shared.offline.load(Ordering::Acquire) {
+        append_status(shared, "rendering offline");
+    }
     while !stop.load(Ordering::Acquire) {
         let source = shared.controls.input_source.load(Ordering::Relaxed);
+        let offline = shared.offline.load(Ordering::Relaxed);
+        let mut synced = None;
         while let Ok(ev) = ends.from_audio.pop() {
             // With audio as the only source, MIDI notes pass through but are not heard.
             if !(source == INPUT_AUDIO && matches!(ev, ToWorker::Note { .. })) {
                 live.on_event(&ev);
                 player.on_event(&ev);
             }
-            if matches!(ev, ToWorker::Reset) {
-                audio_in.reset();
+            match ev {
+                ToWorker::Reset => audio_in.reset(),
+                ToWorker::Tick(t) => player.decide(shared, &live, &t, &mut ends.to_audio),
+                ToWorker::Sync { seq } => {
+                    // The audio thread waits for this one; nothing comes after it.
+                    synced = Some(seq);
+                    break;
+                }
+                _ => {}
             }
         }
         let transcribe = basic_pitch.is_some() && (source == INPUT_AUDIO || source == INPUT_BOTH);
@@ -180,12 +210,24 @@ fn run(config: WorkerConfig, shared: &Shared, mut ends: WorkerEnds, stop: &Atomi
             basic_pitch = None;
             shared.transcriber_ready.store(false, Ordering::Release);
         }
-        player.tick(shared, &live, &mut ends.to_audio);
+        if synced.is_some() {
+            // Offline: every bar of a continuation planned so far is in before the block plays.
+            player.finish_generation(shared, &mut ends.to_audio, Duration::from_secs_f64(crate::rt::audio_side::OFFLINE_WAIT_LIMIT_S * 0.5));
+        } else {
+            player.tick(shared, &mut ends.to_audio);
+        }
         if let Some(e) = player.take_error() {
             append_status(shared, &format!("last continuation failed: {e}"));
         }
-        if last_update.elapsed() >= Duration::from_millis(UPDATE_INTERVAL_MS) {
+        let now_s = shared.now_s.load(Ordering::Relaxed);
+        let due = if offline {
+            now_s - last_update_s >= UPDATE_INTERVAL_MS as f64 * 1e-3
+        } else {
+            last_update.elapsed() >= Duration::from_millis(UPDATE_INTERVAL_MS)
+        };
+        if due {
             last_update = Instant::now();
+            last_update_s = now_s;
             num_updates += 1;
             if config.panic_after_updates.is_some_and(|n| num_updates > n) {
                 panic!("injected fault after {n} updates", n = num_updates - 1);
@@ -226,6 +268,10 @@ fn run(config: WorkerConfig, shared: &Shared, mut ends: WorkerEnds, stop: &Atomi
             }
             publish_roll(shared, &live, &player, &mut roll_scratch);
         }
+        if let Some(seq) = synced {
+            shared.synced_seq.store(seq, Ordering::Release);
+        }
+        // Offline, the audio thread unparks this thread at every block.
         std::thread::park_timeout(Duration::from_millis(POLL_INTERVAL_MS));
     }
     drop(player);

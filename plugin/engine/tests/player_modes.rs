@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use moodfader_engine::feel::live::LiveEstimator;
 use moodfader_engine::play::continuation::ContinuationModel;
 use moodfader_engine::play::player::{GeneratorThread, Player};
-use moodfader_engine::rt::queues::{Scheduled, ScheduledKind, ToWorker, queues};
+use moodfader_engine::rt::queues::{Scheduled, ScheduledKind, Tick, ToWorker, queues};
 use moodfader_engine::runtime::ensure_runtime;
 use moodfader_engine::shared::Shared;
 
@@ -92,7 +92,9 @@ impl Sim {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             self.publish();
-            self.player.tick(&self.shared, &self.live, &mut self.to_audio);
+            let tick = self.tick();
+            self.player.decide(&self.shared, &self.live, &tick, &mut self.to_audio);
+            self.player.tick(&self.shared, &mut self.to_audio);
             while let Ok(e) = self.from_worker.pop() {
                 self.out.push(e);
             }
@@ -113,6 +115,20 @@ impl Sim {
         s.now_beats.store(self.beats, Ordering::Relaxed);
         s.song_beats.store(self.beats - self.song_offset, Ordering::Relaxed);
         s.now_s.store(self.beats * 60.0 / BPM, Ordering::Relaxed);
+    }
+
+    /// The decision point the audio thread would send now.
+    fn tick(&self) -> Tick {
+        Tick {
+            time_s: self.beats * 60.0 / BPM,
+            beats: self.beats,
+            song_beats: self.beats - self.song_offset,
+            playing: self.shared.playing.load(Ordering::Relaxed),
+            tempo_bpm: BPM,
+            sig_num: 4,
+            sig_den: 4,
+            requests: self.shared.controls.generate_requests.load(Ordering::Acquire),
+        }
     }
 
     fn generations(&self) -> u64 {

@@ -82,13 +82,19 @@ impl LiveEstimator {
     }
 
     /// Pitched notes heard with onsets in `[from_beats, to_beats)` of the listening clock, sorted
-    /// by onset; notes still held are cut at `now_beats` (`now_s`).
+    /// by onset, as they stood at `now_beats` (`now_s`): notes still held then (or released
+    /// after it) are cut there.
     pub fn notes_between(&self, from_beats: f64, to_beats: f64, now_s: f64, now_beats: f64) -> Vec<Note> {
         let mut out: Vec<Note> = self
             .notes
             .iter()
             .filter(|n| !n.is_drum() && n.onset_beats >= from_beats && n.onset_beats < to_beats)
-            .copied()
+            .map(|n| {
+                let mut n = *n;
+                n.dur_s = n.dur_s.min((now_s - n.onset_s).max(0.0));
+                n.dur_beats = n.dur_beats.min((now_beats - n.onset_beats).max(0.0));
+                n
+            })
             .collect();
         for n in self.open.iter().filter(|n| !n.is_drum() && n.onset_beats >= from_beats && n.onset_beats < to_beats) {
             let mut n = *n;
@@ -124,7 +130,7 @@ impl LiveEstimator {
                 }
             }
             ToWorker::Reset => self.reset(),
-            ToWorker::Control { .. } | ToWorker::Transport { .. } => {}
+            ToWorker::Control { .. } | ToWorker::Transport { .. } | ToWorker::Tick(_) | ToWorker::Sync { .. } => {}
         }
     }
 

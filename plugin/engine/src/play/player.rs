@@ -3,6 +3,11 @@
 //! own generator thread (so the live estimate keeps its 20 Hz); and feeds the generated notes to
 //! the audio thread just in time, on the listening clock's beats.
 //!
+//! Every decision (whether to generate, from which bar, from which heard notes) is taken at a
+//! [`Tick`] from the audio thread's queue, from the events before it in the queue and the tick's
+//! clock alone, never from the wall clock: so an offline render decides what a live run decided,
+//! and the same heard material, settings and seed give the same notes in both.
+//!
 //! Thread: worker (the [`GeneratorThread`] runs the model on a thread of its own)
 
 use std::panic::AssertUnwindSafe;
@@ -18,7 +23,7 @@ use crate::listen::notes::{BarWindow, Note};
 use crate::play::compose::{ContinueOptions, continue_notes};
 use crate::play::continuation::ContinuationModel;
 use crate::play::steering::SteerRequest;
-use crate::rt::queues::{Scheduled, ScheduledKind, ToWorker};
+use crate::rt::queues::{Scheduled, ScheduledKind, Tick, ToWorker};
 use crate::shared::Shared;
 
 /// Bars of heard music the continuation is primed with.
@@ -235,13 +240,51 @@ impl Player {
         self.generated_until = f64::NEG_INFINITY;
     }
 
-    /// One look at the world: collect finished bars, decide whether to start a generation, and
-    /// hand due notes to the audio thread.
-    pub fn tick(&mut self, shared: &Shared, live: &LiveEstimator, to_audio: &mut rtrb::Producer<Scheduled>) {
+    /// One look at the world between decision points: abandon what a stop or a switch-off
+    /// cancelled, collect finished bars, and hand due notes to the audio thread.
+    pub fn tick(&mut self, shared: &Shared, to_audio: &mut rtrb::Producer<Scheduled>) {
         let now_beats = shared.now_beats.load(Ordering::Relaxed);
         let tempo = shared.tempo_bpm.load(Ordering::Relaxed).clamp(1.0, 2000.0);
         let beats_per_s = tempo / 60.0;
-        // The audio thread released everything (stop, bypass): abandon this continuation.
+        self.apply_cancel(shared, now_beats, to_audio);
+        if (self.generator.is_none() || !shared.controls.continuation_on.load(Ordering::Relaxed))
+            && (self.busy || !self.outbox.is_empty())
+        {
+            // Switched off: stop what is playing now.
+            self.cancel(now_beats, to_audio, shared);
+        }
+        self.collect(shared, now_beats);
+        self.flush(shared, now_beats + LOOKAHEAD_S * beats_per_s, to_audio);
+    }
+
+    /// A decision point from the audio thread's queue: everything heard before it has been seen
+    /// (by `live` and [`on_event`](Self::on_event)); decide from that and `tick`'s clock.
+    pub fn decide(&mut self, shared: &Shared, live: &LiveEstimator, tick: &Tick, to_audio: &mut rtrb::Producer<Scheduled>) {
+        self.apply_cancel(shared, tick.beats, to_audio);
+        self.collect(shared, shared.now_beats.load(Ordering::Relaxed));
+        self.maybe_start(shared, live, tick);
+    }
+
+    /// Offline rendering: waits (at most `limit`) until the running generation has handed over
+    /// every bar, then hands the audio thread every note due before `LOOKAHEAD_S` from now. After
+    /// it, a block plays what a live run would have had in time.
+    pub fn finish_generation(&mut self, shared: &Shared, to_audio: &mut rtrb::Producer<Scheduled>, limit: Duration) {
+        let now_beats = shared.now_beats.load(Ordering::Relaxed);
+        let deadline = Instant::now() + limit;
+        while self.busy {
+            let Some(g) = &self.generator else { break };
+            let left = deadline.saturating_duration_since(Instant::now());
+            match g.reports.recv_timeout(left) {
+                Ok(r) => self.on_report(r, shared, now_beats),
+                Err(_) => break,
+            }
+        }
+        self.tick(shared, to_audio);
+    }
+
+    /// A stop, a loop, a reset or a release by the audio thread (stop, bypass) abandons the
+    /// continuation.
+    fn apply_cancel(&mut self, shared: &Shared, now_beats: f64, to_audio: &mut rtrb::Producer<Scheduled>) {
         let epoch = shared.release_epoch.load(Ordering::Acquire);
         if epoch != self.release_epoch {
             self.release_epoch = epoch;
@@ -250,58 +293,58 @@ impl Player {
         if std::mem::take(&mut self.cancel_requested) {
             self.cancel(now_beats, to_audio, shared);
         }
-        self.collect(shared, now_beats);
-        self.maybe_start(shared, live, now_beats, beats_per_s);
-        self.flush(shared, now_beats + LOOKAHEAD_S * beats_per_s, to_audio);
     }
 
     fn collect(&mut self, shared: &Shared, now_beats: f64) {
-        let Some(g) = &self.generator else { return };
-        while let Ok(r) = g.reports.try_recv() {
-            match r {
-                Report::Bar { epoch, notes, .. } if epoch == self.epoch => {
-                    if !self.first_bar_seen {
-                        self.first_bar_seen = true;
-                        shared.gen_first_bar_ms.store(self.job_asked.elapsed().as_secs_f32() * 1e3, Ordering::Relaxed);
-                    }
-                    shared.num_generated_bars.fetch_add(1, Ordering::Relaxed);
-                    // A bar whose first note is already due is late: drop it, never play out of time.
-                    if notes.first().is_some_and(|n| n.onset_beats < now_beats) {
-                        shared.num_late_bars.fetch_add(1, Ordering::Relaxed);
-                        continue;
-                    }
-                    for n in notes {
-                        let o = Outgoing {
-                            on_beats: n.onset_beats,
-                            off_beats: n.onset_beats + n.dur_beats.max(1e-3),
-                            channel: n.channel & 15,
-                            pitch: n.pitch & 127,
-                            velocity: n.velocity.clamp(1, 127),
-                            on_sent: false,
-                        };
-                        push_without_overlap(&mut self.outbox, o);
-                    }
-                }
-                Report::Done { epoch, total, .. } if epoch == self.epoch => {
-                    self.busy = false;
-                    shared.gen_total_ms.store(total.as_secs_f32() * 1e3, Ordering::Relaxed);
-                }
-                Report::Failed { epoch, message } if epoch == self.epoch => {
-                    self.busy = false;
-                    self.last_error = Some(message);
-                }
-                _ => {}
-            }
+        while let Some(r) = self.generator.as_ref().and_then(|g| g.reports.try_recv().ok()) {
+            self.on_report(r, shared, now_beats);
         }
     }
 
-    fn maybe_start(&mut self, shared: &Shared, live: &LiveEstimator, now_beats: f64, beats_per_s: f64) {
+    fn on_report(&mut self, r: Report, shared: &Shared, now_beats: f64) {
+        match r {
+            Report::Bar { epoch, notes, .. } if epoch == self.epoch => {
+                if !self.first_bar_seen {
+                    self.first_bar_seen = true;
+                    shared.gen_first_bar_ms.store(self.job_asked.elapsed().as_secs_f32() * 1e3, Ordering::Relaxed);
+                }
+                shared.num_generated_bars.fetch_add(1, Ordering::Relaxed);
+                // A bar whose first note is already due is late: drop it, never play out of time.
+                if notes.first().is_some_and(|n| n.onset_beats < now_beats) {
+                    shared.num_late_bars.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+                for n in notes {
+                    let o = Outgoing {
+                        on_beats: n.onset_beats,
+                        off_beats: n.onset_beats + n.dur_beats.max(1e-3),
+                        channel: n.channel & 15,
+                        pitch: n.pitch & 127,
+                        velocity: n.velocity.clamp(1, 127),
+                        on_sent: false,
+                    };
+                    push_without_overlap(&mut self.outbox, o);
+                }
+            }
+            Report::Done { epoch, total, .. } if epoch == self.epoch => {
+                self.busy = false;
+                shared.gen_total_ms.store(total.as_secs_f32() * 1e3, Ordering::Relaxed);
+            }
+            Report::Failed { epoch, message } if epoch == self.epoch => {
+                self.busy = false;
+                self.last_error = Some(message);
+            }
+            _ => {}
+        }
+    }
+
+    fn maybe_start(&mut self, shared: &Shared, live: &LiveEstimator, tick: &Tick) {
         let c = &shared.controls;
-        let requests = c.generate_requests.load(Ordering::Acquire);
+        let requests = tick.requests;
         let seen = *self.seen_requests.get_or_insert(requests);
         if self.generator.is_none() || !c.continuation_on.load(Ordering::Relaxed) {
             self.seen_requests = Some(requests);
-            // Switched off: stop what is playing at the next tick.
+            // Switched off: stop what is playing.
             if self.busy || !self.outbox.is_empty() {
                 self.cancel_requested = true;
             }
@@ -310,12 +353,13 @@ impl Player {
         if self.busy {
             return;
         }
-        let bar_len = BarWindow::len_beats_for_meter(shared.sig_num.load(Ordering::Relaxed), shared.sig_den.load(Ordering::Relaxed));
-        let playing = shared.playing.load(Ordering::Acquire);
+        let now_beats = tick.beats;
+        let beats_per_s = tick.tempo_bpm.clamp(1.0, 2000.0) / 60.0;
+        let bar_len = BarWindow::len_beats_for_meter(tick.sig_num as u32, tick.sig_den as u32);
+        let playing = tick.playing;
         // The bar grid: the host's bars while playing, the listening clock's otherwise.
         let next_line = if playing {
-            let song = shared.song_beats.load(Ordering::Relaxed);
-            now_beats + (bar_len - song.rem_euclid(bar_len))
+            now_beats + (bar_len - tick.song_beats.rem_euclid(bar_len))
         } else {
             (now_beats / bar_len).floor() * bar_len + bar_len
         };
@@ -333,21 +377,22 @@ impl Player {
         self.seen_requests = Some(requests);
         let Some(start) = start else { return };
         self.armed = false;
-        self.start(shared, live, start, bar_len, bars, beats_per_s);
+        self.start(shared, live, tick, start, bar_len, bars, beats_per_s);
     }
 
-    fn start(&mut self, shared: &Shared, live: &LiveEstimator, start: f64, bar_len: f64, bars: u32, beats_per_s: f64) {
+    #[allow(clippy::too_many_arguments)]
+    fn start(&mut self, shared: &Shared, live: &LiveEstimator, tick: &Tick, start: f64, bar_len: f64, bars: u32, beats_per_s: f64) {
         let Some(g) = &self.generator else { return };
         let c = &shared.controls;
-        let now_s = shared.now_s.load(Ordering::Relaxed);
-        let now_beats = shared.now_beats.load(Ordering::Relaxed);
+        // The primer is what was heard before the tick, as it stood there.
+        let (now_s, now_beats) = (tick.time_s, tick.beats);
         let tempo = beats_per_s * 60.0;
         let window = |start_beats: f64| {
             let start_s = now_s + (start_beats - now_beats) / beats_per_s;
             BarWindow { start_s, end_s: start_s + bar_len / beats_per_s, start_beats, len_beats: bar_len, tempo_bpm: tempo }
         };
         let primer_from = start - PRIMER_BARS as f64 * bar_len;
-        let heard_notes = live.notes_between(primer_from, start, now_s, now_beats);
+        let heard_notes = live.notes_between(primer_from, start.min(now_beats), now_s, now_beats);
         // Leading bars with nothing heard are left out of the primer.
         let first_bar = heard_notes.first().map_or(PRIMER_BARS, |n| (((n.onset_beats - primer_from) / bar_len).floor().max(0.0)) as usize);
         let heard_bars: Vec<BarWindow> = (first_bar.min(PRIMER_BARS)..PRIMER_BARS).map(|k| window(primer_from + k as f64 * bar_len)).collect();

@@ -3,12 +3,13 @@
 //! transcriber, and plays the worker's scheduled events on their exact sample.
 //!
 //! Thread: audio. Nothing here allocates, locks, logs, blocks or returns a `Result`: a full queue
-//! drops the item and bumps a counter in [`Shared`].
+//! drops the item and bumps a counter in [`Shared`]. The one exception is an offline render
+//! (the host said so): [`AudioSide::sync_with_worker`] then waits for the worker.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use crate::rt::queues::{AudioEnds, MAX_PENDING_EVENTS, Scheduled, ScheduledKind, ToWorker};
+use crate::rt::queues::{AudioEnds, MAX_PENDING_EVENTS, Scheduled, ScheduledKind, TICK_BEATS, Tick, ToWorker};
 use crate::shared::Shared;
 
 /// Host transport as the engine sees it (the plugin converts its framework's type to this).
@@ -43,6 +44,11 @@ pub const MOOD_CC_AROUSAL: u8 = 21;
 pub const MOOD_CC_MIN_INTERVAL_S: f64 = 0.1;
 
 const DEFAULT_TEMPO_BPM: f64 = 120.0;
+/// Offline, the longest one block waits for the worker; past it the block goes on without
+/// (counted in `Shared::num_offline_timeouts`), so a stuck worker cannot hang a render.
+pub const OFFLINE_WAIT_LIMIT_S: f64 = 10.0;
+/// Most decision points one block sends (a 1/16-beat grid: 64 points are 4 beats).
+pub const MAX_TICKS_PER_BLOCK: usize = 64;
 /// Highest sample rate taken at face value.
 pub const MAX_SAMPLE_RATE_HZ: f64 = 1.0e7;
 const MIN_TEMPO_BPM: f64 = 1.0;
@@ -73,6 +79,12 @@ pub struct AudioSide {
     last_mood_cc: [u8; 2],
     last_mood_cc_sample: u64,
     mood_cc_sent_once: bool,
+    /// Index (on the [`TICK_BEATS`] grid) of the last decision point sent.
+    last_tick: i64,
+    /// Offline rendering: every block waits for the worker (see [`sync_with_worker`](Self::sync_with_worker)).
+    offline: bool,
+    worker_thread: Option<std::thread::Thread>,
+    sync_seq: u64,
 }
 
 impl AudioSide {
@@ -102,11 +114,64 @@ impl AudioSide {
             last_mood_cc: [255; 2],
             last_mood_cc_sample: 0,
             mood_cc_sent_once: false,
+            last_tick: i64::MIN,
+            offline: false,
+            worker_thread: None,
+            sync_seq: 0,
         })
     }
 
     pub fn shared(&self) -> &Arc<Shared> {
         &self.shared
+    }
+
+    /// Offline rendering (the host said so on activation): each block waits for the worker,
+    /// woken through `worker`. Call from `activate()`.
+    pub fn set_offline(&mut self, offline: bool, worker: Option<std::thread::Thread>) {
+        self.offline = offline;
+        self.worker_thread = worker;
+        self.shared.offline.store(offline, Ordering::Release);
+    }
+
+    pub fn is_offline(&self) -> bool {
+        self.offline
+    }
+
+    /// Offline only (in real time it returns at once): waits until the worker has handled every
+    /// event sent so far, so that what it plans from them (estimates, generated bars due soon)
+    /// is in the queues before this block plays. Gives up after [`OFFLINE_WAIT_LIMIT_S`], or at
+    /// once when the worker is gone. Waiting is allowed here only because the host renders
+    /// offline; call it after [`begin_block`](Self::begin_block).
+    pub fn sync_with_worker(&mut self) {
+        if !self.offline {
+            return;
+        }
+        self.sync_seq += 1;
+        let seq = self.sync_seq;
+        if self.ends.to_worker.push(ToWorker::Sync { seq }).is_err() {
+            self.shared.num_dropped_to_worker.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        if let Some(t) = &self.worker_thread {
+            t.unpark();
+        }
+        let started = std::time::Instant::now();
+        let mut spins = 0u32;
+        while self.shared.synced_seq.load(Ordering::Acquire) < seq {
+            if !self.shared.worker_alive.load(Ordering::Acquire) {
+                return;
+            }
+            if started.elapsed().as_secs_f64() > OFFLINE_WAIT_LIMIT_S {
+                self.shared.num_offline_timeouts.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            spins += 1;
+            if spins < 64 {
+                std::hint::spin_loop();
+            } else {
+                std::thread::sleep(std::time::Duration::from_micros(20));
+            }
+        }
     }
 
     pub fn sample_rate_hz(&self) -> f64 {
@@ -184,6 +249,47 @@ impl AudioSide {
         s.sig_num.store(num, Ordering::Relaxed);
         s.sig_den.store(den, Ordering::Relaxed);
         s.playing.store(self.playing, Ordering::Release);
+        self.send_tick();
+    }
+
+    /// Sends the player's decision points: one for every point of the [`TICK_BEATS`] grid this
+    /// block starts on or after that was not sent yet, with the clocks as they were there (a
+    /// long block, or a jump of the clock, sends at most [`MAX_TICKS_PER_BLOCK`], the latest).
+    /// Every event heard before a point was sent in an earlier block, so it is ahead of the
+    /// tick in the queue; the points do not depend on the block size.
+    fn send_tick(&mut self) {
+        let index = (self.clock_beats / TICK_BEATS).floor();
+        if !index.is_finite() || index.abs() > 1e15 {
+            return;
+        }
+        let index = index as i64;
+        if index <= self.last_tick {
+            return;
+        }
+        // The first block sends its own point only.
+        let first = if self.last_tick == i64::MIN {
+            index
+        } else {
+            (self.last_tick + 1).max(index - (MAX_TICKS_PER_BLOCK as i64 - 1))
+        };
+        self.last_tick = index;
+        let requests = self.shared.controls.generate_requests.load(Ordering::Acquire);
+        let seconds_now = self.seconds_at(0);
+        for i in first..=index {
+            let beats = i as f64 * TICK_BEATS;
+            let back_beats = self.clock_beats - beats;
+            let tick = Tick {
+                time_s: seconds_now - back_beats * 60.0 / self.tempo_bpm,
+                beats,
+                song_beats: self.song_beats - if self.playing { back_beats } else { 0.0 },
+                playing: self.playing,
+                tempo_bpm: self.tempo_bpm,
+                sig_num: self.sig_num.min(255) as u8,
+                sig_den: self.sig_den.min(255) as u8,
+                requests,
+            };
+            self.send(ToWorker::Tick(tick));
+        }
     }
 
     fn seconds_at(&self, timing: u32) -> f64 {
@@ -282,11 +388,10 @@ impl AudioSide {
                     None => true,
                     Some(b) => {
                         let pb = &self.pending[b];
-                        match e.at_beats.total_cmp(&pb.at_beats) {
-                            std::cmp::Ordering::Less => true,
-                            std::cmp::Ordering::Equal => e.kind == ScheduledKind::NoteOff && pb.kind != ScheduledKind::NoteOff,
-                            std::cmp::Ordering::Greater => false,
-                        }
+                        // At one time: note-offs first, then by channel and key, so the order
+                        // does not depend on when the worker handed them over (live or offline).
+                        let rank = |x: &Scheduled| (x.kind != ScheduledKind::NoteOff, x.channel, x.data1);
+                        e.at_beats.total_cmp(&pb.at_beats).then_with(|| rank(e).cmp(&rank(pb))).is_lt()
                     }
                 };
                 if better {
@@ -497,10 +602,103 @@ mod tests {
     fn full_queue_drops_and_counts() {
         let (mut s, _w) = side();
         s.begin_block(&TransportInfo::NONE, 64);
+        // The block's transport and decision point are in the queue already.
+        let sent = crate::rt::queues::TO_WORKER_CAPACITY - s.ends.to_worker.slots();
+        assert!(sent >= 1);
         for _ in 0..crate::rt::queues::TO_WORKER_CAPACITY + 10 {
             s.note(0, true, 0, 60, 100);
         }
-        assert_eq!(s.shared().num_dropped_to_worker.load(Ordering::Relaxed), 10);
+        assert_eq!(s.shared().num_dropped_to_worker.load(Ordering::Relaxed), 10 + sent as u64);
+    }
+
+    fn ticks(w: &mut crate::rt::queues::WorkerEnds) -> Vec<Tick> {
+        let mut out = Vec::new();
+        while let Ok(ev) = w.from_audio.pop() {
+            if let ToWorker::Tick(t) = ev {
+                out.push(t);
+            }
+        }
+        out
+    }
+
+    /// Decision points lie on the 1/16-beat grid of the listening clock whatever the block
+    /// size, each with the clocks as they were at it.
+    #[test]
+    fn decision_points_do_not_depend_on_the_block_size() {
+        let run = |block: u32| {
+            let (mut s, mut w) = side();
+            let mut all = Vec::new();
+            for _ in 0..(48_000 / block) {
+                s.begin_block(&TransportInfo::NONE, block);
+                s.end_block();
+                all.extend(ticks(&mut w));
+            }
+            all
+        };
+        let (small, large) = (run(64), run(4000));
+        // 1 s at 120 BPM: 2 beats, 32 points (the last block of 4000 ends at 0.9167 s).
+        assert_eq!(small.len(), 32);
+        assert!(large.len() >= 29);
+        for (a, b) in small.iter().zip(&large) {
+            assert_eq!(a.beats, b.beats, "same points");
+            assert!((a.time_s - b.time_s).abs() < 1e-9 && (a.song_beats - b.song_beats).abs() < 1e-9, "same clocks");
+        }
+        for (k, t) in small.iter().enumerate() {
+            assert!((t.beats - k as f64 * TICK_BEATS).abs() < 1e-12);
+            assert!((t.time_s - t.beats * 0.5).abs() < 1e-9, "clock back-computed to the point");
+        }
+    }
+
+    #[test]
+    fn a_jump_of_the_clock_sends_at_most_a_block_of_points() {
+        let (mut s, mut w) = side();
+        s.begin_block(&TransportInfo::NONE, 64);
+        s.end_block();
+        ticks(&mut w);
+        // 10 s in one block: 320 points crossed, only the latest MAX_TICKS_PER_BLOCK sent.
+        s.begin_block(&TransportInfo::NONE, 480_000);
+        s.end_block();
+        s.begin_block(&TransportInfo::NONE, 64);
+        let t = ticks(&mut w);
+        assert_eq!(t.len(), MAX_TICKS_PER_BLOCK);
+        assert!((t.last().unwrap().beats - 20.0).abs() < 1e-9);
+    }
+
+    /// In real time the audio thread never waits: nothing is sent and it returns at once.
+    #[test]
+    fn sync_is_a_no_op_in_real_time() {
+        let (mut s, mut w) = side();
+        s.sync_with_worker();
+        assert!(w.from_audio.pop().is_err());
+    }
+
+    /// Offline, a block waits for the worker, and stops waiting when the worker is gone.
+    #[test]
+    fn offline_sync_waits_for_the_worker_and_not_for_a_dead_one() {
+        let (mut s, mut w) = side();
+        let shared = s.shared().clone();
+        shared.worker_alive.store(true, Ordering::Release);
+        let answer = std::thread::spawn(move || {
+            loop {
+                if let Ok(ToWorker::Sync { seq }) = w.from_audio.pop() {
+                    std::thread::sleep(std::time::Duration::from_millis(30));
+                    shared.synced_seq.store(seq, Ordering::Release);
+                    return w;
+                }
+                std::thread::yield_now();
+            }
+        });
+        s.set_offline(true, None);
+        let t0 = std::time::Instant::now();
+        s.sync_with_worker();
+        assert!(t0.elapsed() >= std::time::Duration::from_millis(30), "waited for the answer");
+        assert_eq!(s.shared().synced_seq.load(Ordering::Acquire), 1);
+        let _w = answer.join().unwrap();
+        s.shared().worker_alive.store(false, Ordering::Release);
+        let t0 = std::time::Instant::now();
+        s.sync_with_worker();
+        assert!(t0.elapsed() < std::time::Duration::from_secs(1), "a dead worker is not waited for");
+        assert_eq!(s.shared().num_offline_timeouts.load(Ordering::Relaxed), 0);
     }
 
     #[test]

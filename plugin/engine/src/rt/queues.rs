@@ -26,6 +26,31 @@ pub enum ToWorker {
     Transport { playing: bool, tempo_bpm: f64, sig_num: u8, sig_den: u8, song_beats: f64, time_s: f64, jumped: bool },
     /// The host reset the plugin (or re-activated it): forget what was heard.
     Reset,
+    /// A point where the continuation player decides (see [`TICK_BEATS`]): the last grid point
+    /// of the listening clock at or before the block that sends it, so every heard event before
+    /// it is already in the queue. The player decides from the queue's order and these clocks
+    /// alone, so a render offline makes the decisions a live run made.
+    Tick(Tick),
+    /// Offline rendering only: the audio thread waits until the worker has handled everything
+    /// before this and stored `seq` in [`crate::shared::Shared::synced_seq`].
+    Sync { seq: u64 },
+}
+
+/// The player's decision points lie on this grid of the listening clock (quarter notes).
+pub const TICK_BEATS: f64 = 1.0 / 16.0;
+
+/// The listening clock and the host transport at a decision point.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Tick {
+    pub time_s: f64,
+    pub beats: f64,
+    pub song_beats: f64,
+    pub playing: bool,
+    pub tempo_bpm: f64,
+    pub sig_num: u8,
+    pub sig_den: u8,
+    /// [`crate::shared::Controls::generate_requests`] as the audio thread read it.
+    pub requests: u32,
 }
 
 /// What a scheduled output event does.
