@@ -1,22 +1,34 @@
 #!/usr/bin/env python3
-"""Train Moodfader's per-bar valence/arousal model and export it to ONNX.
+"""Train Moodfader's per-bar valence/arousal model on VGMIDI and EMOPIA, choose it by nested
+cross-validation, and export it to ONNX.
 
-Input: the per-bar feature CSV written by `moodfader lab export-features` (see README.md for the
-contract). Output, in --out: `emotion_va.onnx` and its manifest `emotion_va.json`.
+Input: the per-bar feature CSVs written by `moodfader lab export-features` (README.md has the
+contract): VGMIDI's rated bars and EMOPIA's clips, each as played and with every velocity
+flattened. Output, in --out: `emotion_va.onnx` and its manifest `emotion_va.json`.
+
+One model, two tasks: per-bar mean-squared error against VGMIDI's listener ratings, and on
+EMOPIA a logistic loss on each clip's mean reading (over its bars with notes, which is what
+`moodfader analyze` reports as `overall`) against the clip's valence and arousal signs.
 
 What it does, in order:
-  1. Loads the CSV, discovers the feature columns by their `f_` prefix (in column order) and builds
-     each bar's context vector [f(t), f(t-1), mean(f(t-3..=t))] (see `context_vectors`).
-  2. Splits off a fixed holdout: the sorted piece ids, every 5th starting with the first.
-  3. 5-fold cross-validation by piece (seeded) on the other pieces, for each candidate model;
-     picks the candidate with the best mean pooled CCC over valence and arousal.
-  4. Trains the picked candidate on all non-holdout pieces; scores it on the holdout pieces,
-     which neither the model nor the choice of model ever saw.
-  5. Exports that model (standardisation and clipping baked in, raw features in) to ONNX,
-     checks onnxruntime against torch on the holdout inputs (fails loudly beyond 1e-4),
-     and writes the manifest.
+  1. Loads the four CSVs and builds each bar's context vector (see `context_vectors`).
+  2. Nested cross-validation, grouped by piece (VGMIDI) and by song (EMOPIA): 5 outer folds;
+     inside each outer training set, 3 inner folds choose the candidate (model size, EMOPIA loss
+     weight, training on flattened velocities as well or not) by the inner score; the chosen one
+     is trained on the outer training set and read on the outer test fold. The outer folds'
+     readings, pooled, are the figures reported (`metrics.nested`): nothing in them took part in
+     any choice.
+  3. The same inner procedure on every development piece picks the final candidate, trained on
+     all development pieces (VGMIDI's fixed held-out pieces stay out of training: they are no
+     longer used to choose anything, and remain music the committed model never saw for the
+     audio-cue and calibration evaluations) and all EMOPIA clips.
+  4. Exports that model (standardisation and clipping baked in, raw features in) to ONNX,
+     checks onnxruntime against torch (fails loudly beyond 1e-4), and writes the manifest with
+     the nested figures, the held-out figures and the committed model's own figures on
+     EMOPIA (`emopia_fit`, for the regression test's check that the Rust features still agree).
 
-Usage: python train_emotion.py --features CSV --out DIR [--seed N] [--epochs N]
+Usage: python train_emotion.py --features CSV --emopia CSV --flat-features CSV --flat-emopia CSV
+       --out DIR [--seed N] [--steps N]
 
 Thread: main (an offline script, run by `cargo xtask train emotion`)
 """
@@ -50,8 +62,10 @@ CONTEXT_MEAN_BARS = 4  # bars in the context mean: this one and the three before
 LONG_MEAN_BARS = 32  # memory of the long mean (plain mean over the first 32 bars with notes, then EMA)
 CONTEXT_COPIES = 4  # f(t), f(t-1), the 4-bar mean, the long mean
 CLIP_Z = 5.0  # standardised inputs are clipped to [-CLIP_Z, CLIP_Z] (in training and in the graph)
-N_FOLDS = 5
+N_OUTER = 5
+N_INNER = 3
 HOLDOUT_EVERY = 5
+CLIP_LOGIT_SCALE = 4.0  # EMOPIA: logit = 4 x the clip's mean reading (a mean of 0.5 is a logit of 2)
 PARITY_ATOL = 1e-4
 LABELS = ("valence", "arousal")
 
@@ -68,13 +82,26 @@ CONTEXT_RULE = (
     "Raw, unnormalised features: standardisation and clipping are inside the model."
 )
 
-# Candidate models: name -> (hidden units or 0 for linear, AdamW weight decay, learning rate).
-CANDIDATES = {
+# Model sizes: name -> (hidden units or 0 for linear, AdamW weight decay, learning rate).
+ARCHS = {
     "linear": (0, 1e-4, 1e-2),
-    "mlp16": (16, 1e-3, 3e-3),
-    "mlp32": (32, 1e-3, 3e-3),
+    "mlp16": (16, 1e-3, 1e-2),
 }
-BATCH_SIZE = 128
+EMOPIA_WEIGHTS = (0.1, 0.3, 1.0)  # the EMOPIA loss's weight beside VGMIDI's per-bar MSE
+
+
+@dataclass(frozen=True)
+class Candidate:
+    arch: str
+    emopia_weight: float
+    flat_too: bool  # also train on the flattened-velocity copies of the training pieces
+
+    @property
+    def name(self) -> str:
+        return f"{self.arch}/w{self.emopia_weight:g}/{'flat+played' if self.flat_too else 'played'}"
+
+
+CANDIDATES = [Candidate(a, w, f) for a in ARCHS for w in EMOPIA_WEIGHTS for f in (False, True)]
 
 
 # ----------------------------------------------------------------------------------------- data
@@ -168,25 +195,7 @@ def load_features(path: str) -> Dataset:
         fail(f"{path}: no f_silent column (the long mean needs it)")
     silent_col = names.index("silent")
 
-    spec_version: object = "unknown"
-    rule = LongRule()
-    sidecar = path + ".json"
-    if os.path.isfile(sidecar):
-        with open(sidecar, encoding="utf-8") as fh:
-            side = json.load(fh)
-        spec_version = side.get("feature_spec_version", "unknown")
-        side_names = side.get("features")
-        if side_names is not None and list(side_names) != names:
-            fail(f"{sidecar}: feature names {side_names} differ from the CSV's {names}")
-        lm = side.get("long_mean")
-        if lm is not None:
-            if int(lm["bars"]) != LONG_MEAN_BARS:
-                fail(f"{sidecar}: long mean of {lm['bars']} bars, this script folds {LONG_MEAN_BARS}")
-            rule = LongRule(
-                threshold=float(lm["novelty_threshold"]),
-                scale=np.asarray(lm["novelty_scale"], dtype=np.float32),
-                use=np.asarray(lm["novelty_features"], dtype=bool),
-            )
+    spec_version, rule = read_sidecar(path, names)
     pieces, bars, xs, ys = [], [], [], []
     for piece in sorted(by_piece):
         items = sorted(by_piece[piece], key=lambda it: it[0])
@@ -206,6 +215,117 @@ def load_features(path: str) -> Dataset:
         x=np.concatenate(xs).astype(np.float32),
         y=np.clip(np.concatenate(ys), -1.0, 1.0).astype(np.float32),
         feature_spec_version=spec_version,
+    )
+
+
+@dataclass
+class Clips:
+    """EMOPIA: per-bar context vectors with each clip's label (one row per bar)."""
+
+    clips: np.ndarray  # clip id per row
+    songs: np.ndarray  # song id per row (the grouping)
+    x: np.ndarray  # [N, 4F] float32 context vectors (raw)
+    sounding: np.ndarray  # [N] bool: the bar has notes (the clip mean reads these)
+    clip_ids: list[str]  # sorted
+    clip_index: np.ndarray  # [N] int, index into clip_ids
+    clip_song: np.ndarray  # per clip
+    clip_signs: np.ndarray  # [C, 2] float32 (valence, arousal) signs, +-1
+
+
+def read_sidecar(path: str, names: list[str]) -> tuple[object, LongRule]:
+    spec_version: object = "unknown"
+    rule = LongRule()
+    sidecar = path + ".json"
+    if os.path.isfile(sidecar):
+        with open(sidecar, encoding="utf-8") as fh:
+            side = json.load(fh)
+        spec_version = side.get("feature_spec_version", "unknown")
+        side_names = side.get("features")
+        if side_names is not None and list(side_names) != names:
+            fail(f"{sidecar}: feature names {side_names} differ from the CSV's {names}")
+        lm = side.get("long_mean")
+        if lm is not None:
+            if int(lm["bars"]) != LONG_MEAN_BARS:
+                fail(f"{sidecar}: long mean of {lm['bars']} bars, this script folds {LONG_MEAN_BARS}")
+            rule = LongRule(
+                threshold=float(lm["novelty_threshold"]),
+                scale=np.asarray(lm["novelty_scale"], dtype=np.float32),
+                use=np.asarray(lm["novelty_features"], dtype=bool),
+            )
+    return spec_version, rule
+
+
+def load_emopia(path: str, want_names: list[str]) -> Clips:
+    if not os.path.isfile(path):
+        fail(f"EMOPIA feature CSV {path!r} not found (run `moodfader lab export-features --emopia` first)")
+    with open(path, newline="", encoding="utf-8") as fh:
+        reader = csv.reader(fh)
+        header = next(reader, None)
+        if header is None:
+            fail(f"{path}: empty file")
+        rows = [r for r in reader if r]
+    col = {name: i for i, name in enumerate(header)}
+    for needed in ("clip", "song", "bar", "valence_sign", "arousal_sign"):
+        if needed not in col:
+            fail(f"{path}: missing column {needed!r}")
+    fcols = [i for i, name in enumerate(header) if name.startswith("f_")]
+    names = [header[i][2:] for i in fcols]
+    if names != want_names:
+        fail(f"{path}: features {names} differ from VGMIDI's {want_names}")
+    silent_col = names.index("silent")
+    _, rule = read_sidecar(path, names)
+    by_clip: dict[str, list] = {}
+    for line_no, r in enumerate(rows, start=2):
+        if len(r) != len(header):
+            fail(f"{path}:{line_no}: {len(r)} fields, header has {len(header)}")
+        try:
+            bar = int(r[col["bar"]])
+            f = [float(r[i]) for i in fcols]
+            signs = (float(r[col["valence_sign"]]), float(r[col["arousal_sign"]]))
+        except ValueError as e:
+            fail(f"{path}:{line_no}: {e}")
+        if not all(math.isfinite(v) for v in f) or any(abs(v) != 1 for v in signs):
+            fail(f"{path}:{line_no}: non-finite feature or a sign that is not +-1")
+        by_clip.setdefault(r[col["clip"]], []).append((bar, f, signs, r[col["song"]]))
+    clip_ids = sorted(by_clip)
+    xs, sounding, idx, clips, songs, clip_song, clip_signs = [], [], [], [], [], [], []
+    for k, clip in enumerate(clip_ids):
+        items = sorted(by_clip[clip], key=lambda it: it[0])
+        if [it[0] for it in items] != list(range(len(items))):
+            fail(f"{path}: clip {clip!r}: bars must be 0..n-1 with none missing or repeated")
+        feats = np.asarray([it[1] for it in items], dtype=np.float64)
+        xs.append(context_vectors(feats, silent_col, rule))
+        sounding.append(feats[:, silent_col] < 0.5)
+        idx += [k] * len(items)
+        clips += [clip] * len(items)
+        songs += [items[0][3]] * len(items)
+        clip_song.append(items[0][3])
+        clip_signs.append(items[0][2])
+    return Clips(
+        clips=np.asarray(clips),
+        songs=np.asarray(songs),
+        x=np.concatenate(xs).astype(np.float32),
+        sounding=np.concatenate(sounding),
+        clip_ids=clip_ids,
+        clip_index=np.asarray(idx),
+        clip_song=np.asarray(clip_song),
+        clip_signs=np.asarray(clip_signs, dtype=np.float32),
+    )
+
+
+def subset_clips(c: Clips, keep_clip: np.ndarray) -> Clips:
+    """The clips where `keep_clip` (one bool per clip) holds, re-indexed."""
+    rows = keep_clip[c.clip_index]
+    new_index = np.cumsum(keep_clip) - 1
+    return Clips(
+        clips=c.clips[rows],
+        songs=c.songs[rows],
+        x=c.x[rows],
+        sounding=c.sounding[rows],
+        clip_ids=[cid for cid, k in zip(c.clip_ids, keep_clip) if k],
+        clip_index=new_index[c.clip_index[rows]],
+        clip_song=c.clip_song[keep_clip],
+        clip_signs=c.clip_signs[keep_clip],
     )
 
 
@@ -240,25 +360,56 @@ def standardiser(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return mean.astype(np.float32), std.astype(np.float32)
 
 
-def train_model(x: np.ndarray, y: np.ndarray, cand: str, epochs: int, seed: int) -> EmotionNet:
-    hidden, wd, lr = CANDIDATES[cand]
+@dataclass
+class TrainSet:
+    """What one model trains on: VGMIDI bars with ratings, EMOPIA bars with their clip's signs."""
+
+    x_bars: np.ndarray
+    y_bars: np.ndarray
+    x_clips: np.ndarray
+    clip_index: np.ndarray  # [N] int into clip_signs; rows of silent bars are left out already
+    clip_signs: np.ndarray  # [C, 2]
+
+
+def make_trainset(vg: list[tuple[np.ndarray, np.ndarray]], em: list[Clips]) -> TrainSet:
+    """Stacks VGMIDI (x, y) parts and EMOPIA clip sets (played, and flat copies when asked)."""
+    x_bars = np.concatenate([x for x, _ in vg])
+    y_bars = np.concatenate([y for _, y in vg])
+    xs, idx, signs, offset = [], [], [], 0
+    for c in em:
+        xs.append(c.x[c.sounding])
+        idx.append(c.clip_index[c.sounding] + offset)
+        signs.append(c.clip_signs)
+        offset += len(c.clip_ids)
+    return TrainSet(x_bars, y_bars, np.concatenate(xs), np.concatenate(idx), np.concatenate(signs))
+
+
+def train_model(ts: TrainSet, cand: Candidate, steps: int, seed: int) -> EmotionNet:
+    """Full-batch AdamW (cosine schedule) on the VGMIDI per-bar MSE plus, weighted, the EMOPIA
+    clip-level logistic loss on the mean reading of each clip's sounding bars."""
+    hidden, wd, lr = ARCHS[cand.arch]
     torch.manual_seed(seed)
-    mean, std = standardiser(x)
-    model = EmotionNet(x.shape[1], hidden, mean, std)
+    use_clips = cand.emopia_weight > 0 and len(ts.clip_signs) > 0
+    x_all = np.concatenate([ts.x_bars, ts.x_clips]) if use_clips else ts.x_bars
+    mean, std = standardiser(x_all)
+    model = EmotionNet(ts.x_bars.shape[1], hidden, mean, std)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=wd)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, epochs))
-    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
-    gen = torch.Generator().manual_seed(seed)
-    n = xt.shape[0]
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, steps))
+    xb, yb = torch.from_numpy(ts.x_bars), torch.from_numpy(ts.y_bars)
+    xc = torch.from_numpy(ts.x_clips)
+    ci = torch.from_numpy(ts.clip_index.astype(np.int64))
+    n_clips = len(ts.clip_signs)
+    signs = torch.from_numpy(ts.clip_signs)
+    counts = torch.zeros(n_clips).index_add_(0, ci, torch.ones(len(ci))).clamp(min=1.0)[:, None]
     model.train()
-    for _ in range(epochs):
-        perm = torch.randperm(n, generator=gen)
-        for i in range(0, n, BATCH_SIZE):
-            b = perm[i : i + BATCH_SIZE]
-            loss = nn.functional.mse_loss(model(xt[b]), yt[b])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+    for _ in range(steps):
+        loss = nn.functional.mse_loss(model(xb), yb)
+        if use_clips:
+            clip_mean = torch.zeros(n_clips, 2).index_add_(0, ci, model(xc)) / counts
+            loss = loss + cand.emopia_weight * nn.functional.softplus(-signs * CLIP_LOGIT_SCALE * clip_mean).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
         sched.step()
     model.eval()
     return model
@@ -308,8 +459,35 @@ def metrics(pred: np.ndarray, true: np.ndarray, pieces: np.ndarray) -> dict:
     return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in out.items()}
 
 
-def score(m: dict) -> float:
-    return (m["valence_ccc"] + m["arousal_ccc"]) / 2
+def clip_metrics(pred: np.ndarray, c: Clips) -> dict:
+    """EMOPIA, as `moodfader analyze` reads a clip: the mean over its bars with notes (all bars
+    when none has), its signs against the label; 4-quadrant accuracy and per-quadrant recall."""
+    n = len(c.clip_ids)
+    idx = c.clip_index
+    w = np.where(c.sounding, 1.0, 0.0)
+    has = np.bincount(idx, weights=w, minlength=n) > 0
+    w = np.where(has[idx], w, 1.0)
+    tot = np.bincount(idx, weights=w, minlength=n)
+    mean = np.stack([np.bincount(idx, weights=w * pred[:, j], minlength=n) / tot for j in range(2)], axis=1)
+    got = np.where(mean >= 0, 1.0, -1.0)
+    ok = got == c.clip_signs
+    quadrant = lambda sg: np.where(sg[:, 0] > 0, np.where(sg[:, 1] > 0, 1, 4), np.where(sg[:, 1] > 0, 2, 3))
+    true_q, got_q = quadrant(c.clip_signs), quadrant(got)
+    out = {
+        "n_clips": int(n),
+        "n_songs": int(len(np.unique(c.clip_song))),
+        "quadrant_accuracy": float((true_q == got_q).mean()),
+        "valence_sign_accuracy": float(ok[:, 0].mean()),
+        "arousal_sign_accuracy": float(ok[:, 1].mean()),
+        "recall_by_quadrant": {f"Q{q}": round(float((got_q[true_q == q] == q).mean()), 4) for q in (1, 2, 3, 4) if (true_q == q).any()},
+    }
+    return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in out.items()}
+
+
+def score(vg: dict, em: dict, em_flat: dict) -> float:
+    """The inner folds' choice: VGMIDI's mean CCC and EMOPIA's 4-quadrant accuracy, as played and
+    with velocities flattened, weighted 2:1:1."""
+    return 0.5 * (vg["valence_ccc"] + vg["arousal_ccc"]) / 2 + 0.25 * em["quadrant_accuracy"] + 0.25 * em_flat["quadrant_accuracy"]
 
 
 # ----------------------------------------------------------------------------------------- onnx
@@ -385,33 +563,114 @@ def parity_check(onnx_path: str, model: EmotionNet, x: np.ndarray) -> float:
 # ------------------------------------------------------------------------------------------ main
 
 
-def print_table(rows: list[tuple[str, dict]]) -> None:
-    cols = [
-        ("pieces", "n_pieces", "{:d}"),
-        ("bars", "n_bars", "{:d}"),
-        ("V r", "valence_pearson", "{:.3f}"),
-        ("V ccc", "valence_ccc", "{:.3f}"),
-        ("V wp-r", "valence_within_piece_median_r", "{:.3f}"),
-        ("A r", "arousal_pearson", "{:.3f}"),
-        ("A ccc", "arousal_ccc", "{:.3f}"),
-        ("A wp-r", "arousal_within_piece_median_r", "{:.3f}"),
-        ("quad", "quadrant_accuracy", "{:.3f}"),
-    ]
-    w0 = max(len(r[0]) for r in rows)
-    print(f"{'':{w0}}  " + "  ".join(f"{c[0]:>7}" for c in cols))
-    for name, m in rows:
-        print(f"{name:{w0}}  " + "  ".join(f"{c[2].format(m[c[1]]):>7}" for c in cols))
+@dataclass
+class Corpus:
+    """Everything the model learns from, as played and with velocities flattened."""
+
+    vg_x: np.ndarray
+    vg_x_flat: np.ndarray
+    vg_y: np.ndarray
+    vg_pieces: np.ndarray  # piece id per row
+    em: Clips
+    em_flat: Clips
+
+
+def fold_of(groups: list[str], k: int, seed: int) -> dict[str, int]:
+    """Groups (sorted) dealt into k folds in a seeded order."""
+    order = np.random.default_rng(seed).permutation(len(groups))
+    return {groups[i]: n % k for n, i in enumerate(order)}
+
+
+def train_on(co: Corpus, vg_rows: np.ndarray, em_clips: np.ndarray, cand: Candidate, steps: int, seed: int) -> EmotionNet:
+    vg = [(co.vg_x[vg_rows], co.vg_y[vg_rows])]
+    em = [subset_clips(co.em, em_clips)]
+    if cand.flat_too:
+        vg.append((co.vg_x_flat[vg_rows], co.vg_y[vg_rows]))
+        em.append(subset_clips(co.em_flat, em_clips))
+    return train_model(make_trainset(vg, em), cand, steps, seed)
+
+
+@dataclass
+class Readings:
+    """A model's (or the pooled folds') readings of every row, as played and flattened."""
+
+    vg: np.ndarray
+    vg_flat: np.ndarray
+    em: np.ndarray
+    em_flat: np.ndarray
+
+
+def empty_readings(co: Corpus) -> Readings:
+    z = lambda n: np.zeros((n, 2), dtype=np.float32)
+    return Readings(z(len(co.vg_y)), z(len(co.vg_y)), z(len(co.em.x)), z(len(co.em_flat.x)))
+
+
+def read_into(r: Readings, model: EmotionNet, co: Corpus, vg_rows: np.ndarray, em_clips: np.ndarray) -> None:
+    em_rows = em_clips[co.em.clip_index]
+    r.vg[vg_rows] = predict(model, co.vg_x[vg_rows])
+    r.vg_flat[vg_rows] = predict(model, co.vg_x_flat[vg_rows])
+    r.em[em_rows] = predict(model, co.em.x[em_rows])
+    r.em_flat[em_rows] = predict(model, co.em_flat.x[em_rows])
+
+
+def figures(r: Readings, co: Corpus, vg_rows: np.ndarray, em_clips: np.ndarray) -> dict:
+    em_rows = em_clips[co.em.clip_index]
+    return {
+        "vgmidi": metrics(r.vg[vg_rows], co.vg_y[vg_rows], co.vg_pieces[vg_rows]),
+        "vgmidi_flat_velocity": metrics(r.vg_flat[vg_rows], co.vg_y[vg_rows], co.vg_pieces[vg_rows]),
+        "emopia": clip_metrics(r.em[em_rows], subset_clips(co.em, em_clips)),
+        "emopia_flat_velocity": clip_metrics(r.em_flat[em_rows], subset_clips(co.em_flat, em_clips)),
+    }
+
+
+def figures_score(f: dict) -> float:
+    return score(f["vgmidi"], f["emopia"], f["emopia_flat_velocity"])
+
+
+def choose(co: Corpus, vg_rows: np.ndarray, em_clips: np.ndarray, steps: int, seed: int, label: str, t0: float):
+    """Inner cross-validation (grouped) over the given pieces and clips: every candidate's pooled
+    inner-fold figures, and the best by `score`."""
+    vg_groups = sorted(set(co.vg_pieces[vg_rows]))
+    em_groups = sorted(set(co.em.clip_song[em_clips]))
+    vg_fold = fold_of(vg_groups, N_INNER, seed)
+    em_fold = fold_of(em_groups, N_INNER, seed + 1)
+    vg_k = np.asarray([vg_fold.get(p, -1) for p in co.vg_pieces])
+    em_k = np.asarray([em_fold.get(sg, -1) for sg in co.em.clip_song])
+    table = {}
+    for cand in CANDIDATES:
+        r = empty_readings(co)
+        for k in range(N_INNER):
+            model = train_on(co, vg_rows & (vg_k != k), em_clips & (em_k != k), cand, steps, seed + k)
+            read_into(r, model, co, vg_rows & (vg_k == k), em_clips & (em_k == k))
+        f = figures(r, co, vg_rows, em_clips)
+        table[cand.name] = {"score": round(figures_score(f), 4), **f}
+    best = max(CANDIDATES, key=lambda c: (table[c.name]["score"], -CANDIDATES.index(c)))
+    print(f"  {label}: chose {best.name} (inner score {table[best.name]['score']:.3f}; {time.time() - t0:.0f}s)", flush=True)
+    return best, table
+
+
+def summary_line(name: str, f: dict) -> str:
+    v, e = f["vgmidi"], f["emopia"]
+    return (
+        f"{name:28s} VGMIDI r V {v['valence_pearson']:.3f} A {v['arousal_pearson']:.3f}  "
+        f"ccc V {v['valence_ccc']:.3f} A {v['arousal_ccc']:.3f}  wp-r V {v['valence_within_piece_median_r']:.3f}  |  "
+        f"EMOPIA 4Q {e['quadrant_accuracy']:.3f} (V {e['valence_sign_accuracy']:.3f} A {e['arousal_sign_accuracy']:.3f}) "
+        f"flat {f['emopia_flat_velocity']['quadrant_accuracy']:.3f}"
+    )
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--features", required=True, help="per-bar feature CSV from export-features")
+    ap.add_argument("--features", required=True, help="VGMIDI per-bar feature CSV from export-features")
+    ap.add_argument("--emopia", required=True, help="EMOPIA per-bar feature CSV (export-features --emopia)")
+    ap.add_argument("--flat-features", required=True, help="the VGMIDI CSV with velocities flattened (--flat-velocity)")
+    ap.add_argument("--flat-emopia", required=True, help="the EMOPIA CSV with velocities flattened (--flat-velocity)")
     ap.add_argument("--out", required=True, help="directory for emotion_va.onnx and emotion_va.json")
     ap.add_argument("--seed", type=int, default=1234)
-    ap.add_argument("--epochs", type=int, default=40)
+    ap.add_argument("--steps", type=int, default=400, help="full-batch optimiser steps per model")
     args = ap.parse_args()
-    if args.epochs < 1:
-        fail("--epochs must be at least 1")
+    if args.steps < 1:
+        fail("--steps must be at least 1")
 
     t0 = time.time()
     torch.use_deterministic_algorithms(True)
@@ -419,54 +678,72 @@ def main() -> None:
     np.random.seed(args.seed)
 
     ds = load_features(args.features)
+    flat = load_features(args.flat_features)
+    if flat.pieces != ds.pieces or not np.array_equal(flat.bars, ds.bars) or flat.feature_names != ds.feature_names:
+        fail(f"{args.flat_features}: not the same pieces and bars as {args.features}")
+    em = load_emopia(args.emopia, ds.feature_names)
+    em_flat = load_emopia(args.flat_emopia, ds.feature_names)
+    if em_flat.clip_ids != em.clip_ids or len(em_flat.x) != len(em.x):
+        fail(f"{args.flat_emopia}: not the same clips and bars as {args.emopia}")
     pieces = np.asarray(ds.pieces)
     uniq = sorted(set(ds.pieces))
     n_feat = len(ds.feature_names)
-    if len(uniq) < 2 * N_FOLDS:
-        fail(f"need at least {2 * N_FOLDS} pieces, got {len(uniq)}")
+    co = Corpus(ds.x, flat.x, ds.y, pieces, em, em_flat)
     print(
-        f"data: {len(uniq)} pieces, {len(pieces)} bars, {n_feat} features "
-        f"(spec {ds.feature_spec_version}), input size {CONTEXT_COPIES * n_feat}"
+        f"data: VGMIDI {len(uniq)} pieces, {len(pieces)} bars; EMOPIA {len(em.clip_ids)} clips of "
+        f"{len(set(em.clip_song))} songs, {len(em.x)} bars; {n_feat} features (spec {ds.feature_spec_version}), "
+        f"input size {CONTEXT_COPIES * n_feat}; {len(CANDIDATES)} candidates"
     )
 
     holdout = uniq[::HOLDOUT_EVERY]
-    dev = [p for p in uniq if p not in set(holdout)]
     is_hold = np.isin(pieces, holdout)
-    xd, yd, pd = ds.x[~is_hold], ds.y[~is_hold], pieces[~is_hold]
+    dev_rows = ~is_hold
+    dev = sorted(set(pieces[dev_rows]))
+    all_clips = np.ones(len(em.clip_ids), dtype=bool)
+    if len(dev) < N_OUTER * N_INNER or len(set(em.clip_song)) < N_OUTER * N_INNER:
+        fail(f"need at least {N_OUTER * N_INNER} VGMIDI pieces and EMOPIA songs")
 
-    # 5-fold CV by piece over the development (non-holdout) pieces.
-    order = np.random.default_rng(args.seed).permutation(len(dev))
-    fold_of = {dev[i]: k % N_FOLDS for k, i in enumerate(order)}
-    fold = np.asarray([fold_of[p] for p in pd])
-    cv: dict[str, dict] = {}
-    for cand in CANDIDATES:
-        pred = np.zeros_like(yd)
-        for k in range(N_FOLDS):
-            tr, te = fold != k, fold == k
-            model = train_model(xd[tr], yd[tr], cand, args.epochs, args.seed + k)
-            pred[te] = predict(model, xd[te])
-        cv[cand] = metrics(pred, yd, pd)
-        print(f"  cv {cand:7s} mean CCC {score(cv[cand]):.3f}  ({time.time() - t0:.1f}s)")
-    best = max(CANDIDATES, key=lambda c: (score(cv[c]), -list(CANDIDATES).index(c)))
+    # Nested cross-validation: outer folds grouped by piece and by song; the choice inside.
+    vg_outer = fold_of(dev, N_OUTER, args.seed)
+    em_outer = fold_of(sorted(set(em.clip_song)), N_OUTER, args.seed + 1)
+    vg_k = np.asarray([vg_outer.get(p, -1) for p in pieces])
+    em_k = np.asarray([em_outer[sg] for sg in em.clip_song])
+    outer = empty_readings(co)
+    chosen = []
+    for k in range(N_OUTER):
+        tr_vg, te_vg = dev_rows & (vg_k != k), dev_rows & (vg_k == k)
+        tr_em, te_em = em_k != k, em_k == k
+        best_k, _ = choose(co, tr_vg, tr_em, args.steps, args.seed + 100 * (k + 1), f"outer fold {k + 1}/{N_OUTER}", t0)
+        chosen.append(best_k.name)
+        model = train_on(co, tr_vg, tr_em, best_k, args.steps, args.seed + k)
+        read_into(outer, model, co, te_vg, te_em)
+    nested = figures(outer, co, dev_rows, all_clips)
 
-    # Final model: all development pieces; scored on the untouched holdout.
-    final = train_model(xd, yd, best, args.epochs, args.seed)
-    xh, yh, ph = ds.x[is_hold], ds.y[is_hold], pieces[is_hold]
-    hold = metrics(predict(final, xh), yh, ph)
+    # The final choice by the same procedure on every development piece and clip.
+    best, table = choose(co, dev_rows, all_clips, args.steps, args.seed, "final choice", t0)
+    final = train_on(co, dev_rows, all_clips, best, args.steps, args.seed)
+    fit = empty_readings(co)
+    read_into(fit, final, co, np.ones(len(pieces), dtype=bool), all_clips)
+    hold = figures(fit, co, is_hold, all_clips)
 
     print()
-    print_table([(f"cv5 {c}" + (" *" if c == best else ""), cv[c]) for c in CANDIDATES] + [("holdout", hold)])
+    for name in sorted(table, key=lambda n: -table[n]["score"]):
+        print(summary_line(f"inner {name}" + (" *" if name == best.name else ""), table[name]))
+    print(summary_line("NESTED (outer folds)", nested))
+    print(summary_line("held-out 33 / EMOPIA fit", hold))
 
     os.makedirs(args.out, exist_ok=True)
     onnx_path = os.path.join(args.out, f"{MODEL_NAME}.onnx")
     export_onnx(final, onnx_path)
-    diff = parity_check(onnx_path, final, xh)
-    print(f"\nparity: onnxruntime vs torch on {len(xh)} holdout bars, max |diff| = {diff:.2e} (<= {PARITY_ATOL})")
+    xh = ds.x[is_hold]
+    diff = parity_check(onnx_path, final, np.concatenate([xh, em.x[:2000]]))
+    print(f"\nparity: onnxruntime vs torch, max |diff| = {diff:.2e} (<= {PARITY_ATOL})")
 
     with open(onnx_path, "rb") as fh:
         sha = hashlib.sha256(fh.read()).hexdigest()
     # A few raw inputs with the expected outputs, so a loader test can check its runtime wiring.
     sel = np.linspace(0, len(xh) - 1, num=min(3, len(xh))).astype(int)
+    hidden = ARCHS[best.arch][0]
     manifest = {
         "name": MODEL_NAME,
         "version": MODEL_VERSION,
@@ -477,17 +754,23 @@ def main() -> None:
         "inputs": [{"name": INPUT_NAME, "shape": [-1, CONTEXT_COPIES * n_feat], "dtype": "float32"}],
         "outputs": [{"name": OUTPUT_NAME, "shape": [-1, 2], "dtype": "float32", "columns": list(LABELS)}],
         "opset": ONNX_OPSET,
-        "architecture": best
-        + (f": Standardise+Clip(+-{CLIP_Z}) -> Linear({CONTEXT_COPIES * n_feat},{CANDIDATES[best][0]}) -> Tanh -> Linear(,2) -> Tanh"
-           if CANDIDATES[best][0] else f": Standardise+Clip(+-{CLIP_Z}) -> Linear({CONTEXT_COPIES * n_feat},2) -> Tanh"),
-        "training_data": f"VGMIDI labelled ({len(uniq)} pieces, {len(pieces)} bars)",
-        "trained_on": f"{len(dev)} non-holdout pieces, {int((~is_hold).sum())} bars",
-        "holdout_rule": f"sorted piece ids, every {HOLDOUT_EVERY}th starting with the first",
+        "architecture": best.name
+        + (f": Standardise+Clip(+-{CLIP_Z}) -> Linear({CONTEXT_COPIES * n_feat},{hidden}) -> Tanh -> Linear(,2) -> Tanh"
+           if hidden else f": Standardise+Clip(+-{CLIP_Z}) -> Linear({CONTEXT_COPIES * n_feat},2) -> Tanh"),
+        "losses": "VGMIDI per-bar MSE + emopia_weight x EMOPIA clip logistic loss on 4 x the mean reading of the clip's bars with notes, against its valence and arousal signs",
+        "training_data": f"VGMIDI labelled ({len(uniq)} pieces, {len(pieces)} bars); EMOPIA ({len(em.clip_ids)} clips of {len(set(em.clip_song))} songs, {len(em.x)} bars on the files' 120 BPM grid)",
+        "trained_on": f"{len(dev)} non-holdout VGMIDI pieces ({int(dev_rows.sum())} bars) and every EMOPIA clip"
+        + ("; each also with every velocity flattened" if best.flat_too else ""),
+        "selection": f"nested cross-validation: {N_OUTER} outer folds, {N_INNER} inner folds choosing among {len(CANDIDATES)} candidates (model size x EMOPIA weight x flattened-velocity training) by 0.5 x VGMIDI mean CCC + 0.25 x EMOPIA 4-quadrant accuracy + 0.25 x the same with velocities flattened; VGMIDI grouped by piece, EMOPIA by song",
+        "holdout_rule": f"sorted piece ids, every {HOLDOUT_EVERY}th starting with the first (not used for any choice since the nested cross-validation; kept out of training so the audio-cue and calibration evaluations have music the model never saw)",
         "holdout_pieces": holdout,
         "metrics": {
-            "cv5": {"pieces": "non-holdout", "selected": best, "seed": args.seed, **cv[best],
-                    "candidates": {c: cv[c] for c in CANDIDATES}},
-            "holdout": hold,
+            "nested": {"seed": args.seed, "chosen_per_outer_fold": chosen, **nested},
+            "selection": {"chosen": best.name, "candidates": table},
+            "holdout": hold["vgmidi"],
+            "holdout_flat_velocity": hold["vgmidi_flat_velocity"],
+            "emopia_fit": hold["emopia"],
+            "emopia_fit_flat_velocity": hold["emopia_flat_velocity"],
         },
         "selftest": {
             "atol": PARITY_ATOL,
@@ -495,7 +778,7 @@ def main() -> None:
             "outputs": [[float(v) for v in row] for row in predict(final, xh[sel])],
         },
         "seed": args.seed,
-        "epochs": args.epochs,
+        "steps": args.steps,
         "sha256": sha,
         "trained_at": dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat(),
         "torch_version": torch.__version__,

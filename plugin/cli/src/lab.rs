@@ -11,7 +11,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use clap::{Args, Subcommand};
 use moodfader_engine::Attribute;
 use moodfader_engine::files::write_atomically;
-use moodfader_engine::lab::export::{data_dir, export_tokens, export_vgmidi};
+use moodfader_engine::lab::export::{FLAT_VELOCITY, data_dir, export_emopia, export_tokens, export_vgmidi};
 use moodfader_engine::listen::midifile::{parse_midi, read_midi_file};
 use moodfader_engine::listen::transcribe::BasicPitch;
 
@@ -22,6 +22,8 @@ const DEMO_MID: &[u8] = include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/../
 
 /// Training-split pieces whose openings the bridge is calibrated on.
 const BRIDGE_PRIMERS: usize = 24;
+/// Openings of validation-split pieces the full evaluation also sweeps every fader on.
+const HELDOUT_PRIMERS: usize = 8;
 /// Default gain of the calibrated bridge: the estimator reading asked per unit of target. Chosen
 /// on the evaluation grid (0.4 / 0.6 / 0.8 gave quadrant accuracy 0.94 / 1.00 / 0.92 on the quick grid).
 const BRIDGE_GAIN: f32 = 0.6;
@@ -61,14 +63,21 @@ impl DataArg {
     }
 }
 
-/// Write the per-bar features of the labelled VGMIDI pieces for training the emotion model.
+/// Write the per-bar features of the labelled VGMIDI pieces (and of the EMOPIA clips) for
+/// training the emotion model.
 #[derive(Debug, Args)]
 pub struct ExportFeaturesArgs {
     #[command(flatten)]
     data: DataArg,
-    /// The CSV file to write.
+    /// The VGMIDI CSV file to write (per-bar listener ratings).
     #[arg(short = 'o', value_name = "OUT.csv")]
     out: PathBuf,
+    /// Also write the EMOPIA clips (clip-level quadrant labels) to this CSV.
+    #[arg(long, value_name = "EMOPIA.csv")]
+    emopia: Option<PathBuf>,
+    /// Set every note's velocity to the same value first, as a step sequencer plays.
+    #[arg(long)]
+    flat_velocity: bool,
 }
 
 fn export_features(a: ExportFeaturesArgs) -> Result<()> {
@@ -76,9 +85,10 @@ fn export_features(a: ExportFeaturesArgs) -> Result<()> {
     if !data.join("vgmidi/labelled/labels.json").is_file() {
         bail!("{}: VGMIDI data not found there; set MOODFADER_DATA or pass --data", data.display());
     }
-    let report = export_vgmidi(&data, &a.out).context("export failed")?;
+    let velocities = if a.flat_velocity { format!(", every velocity {FLAT_VELOCITY}") } else { String::new() };
+    let report = export_vgmidi(&data, &a.out, a.flat_velocity).context("export failed")?;
     eprintln!(
-        "exported {} bars of {} pieces to {} ({} rated on a 4/4 grid, {} with bar counts that differ from their ratings, {} skipped)",
+        "exported {} bars of {} pieces to {}{velocities} ({} rated on a 4/4 grid, {} with bar counts that differ from their ratings, {} skipped)",
         report.num_bars,
         report.num_pieces,
         a.out.display(),
@@ -88,6 +98,22 @@ fn export_features(a: ExportFeaturesArgs) -> Result<()> {
     );
     for s in &report.skipped {
         eprintln!("  skipped: {s}");
+    }
+    if let Some(out) = &a.emopia {
+        if !data.join("emopia/labels.json").is_file() {
+            bail!("{}: EMOPIA data not found there; set MOODFADER_DATA or pass --data", data.display());
+        }
+        let report = export_emopia(&data, out, a.flat_velocity).context("EMOPIA export failed")?;
+        eprintln!(
+            "exported {} bars of {} EMOPIA clips to {}{velocities} ({} skipped)",
+            report.num_bars,
+            report.num_pieces,
+            out.display(),
+            report.skipped.len()
+        );
+        for s in &report.skipped {
+            eprintln!("  skipped: {s}");
+        }
     }
     Ok(())
 }
@@ -137,7 +163,7 @@ fn export_tokens_cmd(a: ExportTokensArgs) -> Result<()> {
 /// Measure how the continuation model obeys its faders and targets.
 ///
 /// Default primers: the built-in demo's three moods and the whole demo; --heldout adds 8-bar
-/// openings of six pieces of the validation split, which the model never saw.
+/// openings of eight pieces of the validation split, which the model never saw.
 #[derive(Debug, Args)]
 pub struct EvalContinuationArgs {
     /// The quick grid (fewer levels and seeds).
@@ -190,9 +216,9 @@ fn eval_continuation(a: EvalContinuationArgs) -> Result<()> {
     cfg.emotion = !a.no_emotion;
     let report = evaluate(&mut model, &mut emotion, &primers, cfg)?;
     // Also on pieces the model never saw (the validation split), when the data is given.
-    let heldout = match &a.heldout {
+    let heldout_report = match &a.heldout {
         Some(dir) => {
-            let primers = heldout_primers(dir, 6, 8);
+            let primers = heldout_primers(dir, HELDOUT_PRIMERS, 8);
             if primers.is_empty() {
                 bail!("{}: no corpus pieces (Pop1K7, POP909, EMOPIA, VGMIDI) found for held-out primers", dir.display());
             }
@@ -203,8 +229,8 @@ fn eval_continuation(a: EvalContinuationArgs) -> Result<()> {
         None => None,
     };
     let mut value = serde_json::to_value(&report)?;
-    if let Some(h) = heldout {
-        value["heldout_primers"] = serde_json::to_value(&h)?;
+    if let Some(h) = &heldout_report {
+        value["heldout_primers"] = serde_json::to_value(h)?;
     }
     let json = serde_json::to_string_pretty(&value)?;
     match &a.out {
@@ -218,20 +244,33 @@ fn eval_continuation(a: EvalContinuationArgs) -> Result<()> {
     for (mode, at) in &report.mode_ladder {
         eprintln!("  written in {mode:15} measures mode {at:.3}");
     }
-    for at in &report.attributes {
-        eprintln!(
-            "  {:15} R2 {:.3} (all {:.3})  consistency {:.3}  slope {:+.2}  others |r| {:.2}",
-            at.attribute, at.linearity_r2, at.linearity_r2_all, at.consistency, at.slope, at.others_mean_abs_r
-        );
+    print_faders("demo primers", &report);
+    if let Some(h) = &heldout_report {
+        print_faders("held-out primers", h);
     }
     Ok(())
+}
+
+/// Every fader's figures: the headline first (pooled over primers, seeds and levels, in the
+/// attribute's own unit), then the per-level means of the fader scale.
+fn print_faders(what: &str, r: &moodfader_engine::lab::evaluate::EvalReport) {
+    if r.attributes.is_empty() {
+        return;
+    }
+    eprintln!("faders on {what} ({}): pooled R2 in units, mean {:.3}, lowest {:.3}", r.primers.len(), r.mean_pooled_r2_units, r.min_pooled_r2_units);
+    for at in &r.attributes {
+        eprintln!(
+            "  {:15} pooled R2 {:.3}, {:+.3} {} over the fader (rmse {:.3})  level means R2 {:.3}  consistency {:.3}  others |r| {:.2}",
+            at.attribute, at.pooled_r2_units, at.pooled_slope_units, at.unit, at.pooled_rmse_units, at.linearity_r2, at.consistency, at.others_mean_abs_r
+        );
+    }
 }
 
 /// One line of an evaluation's headline figures; the fader and emotion parts only when they were measured.
 fn eval_summary(r: &moodfader_engine::lab::evaluate::EvalReport) -> String {
     let mut parts = Vec::new();
     if !r.attributes.is_empty() {
-        parts.push(format!("linearity R2 (mean) {:.3}, consistency (mean) {:.3}", r.mean_linearity_r2, r.mean_consistency));
+        parts.push(format!("fader R2 pooled in units (mean) {:.3}, lowest {:.3}, level means R2 (mean) {:.3}, consistency (mean) {:.3}", r.mean_pooled_r2_units, r.min_pooled_r2_units, r.mean_linearity_r2, r.mean_consistency));
     }
     if r.emotion_trials > 0 {
         parts.push(format!("emotion quadrant accuracy {:.3} ({} trials)", r.emotion_quadrant_accuracy, r.emotion_trials));

@@ -1,5 +1,6 @@
-//! The training exporter: per-bar features of the labelled VGMIDI pieces, written as CSV with a
-//! JSON sidecar naming the feature spec. `models/train` reads only this output, so the model is
+//! The training exporter: per-bar features of the labelled VGMIDI pieces and of the EMOPIA clips,
+//! written as CSV with a JSON sidecar naming the feature spec, as played or with every velocity
+//! flattened (a step sequencer's notes). `models/train` reads only this output, so the model is
 //! trained on exactly the features the plugin computes.
 //!
 //! Thread: command line
@@ -13,6 +14,16 @@ use crate::feel::features::{FEATURE_NAMES, FEATURE_SPEC_VERSION, Features, featu
 use crate::files::write_atomically;
 use crate::listen::midifile::read_midi_file;
 use crate::listen::notes::BarWindow;
+
+/// The velocity every note gets in the flattened ("no dynamics") variant of an export.
+pub const FLAT_VELOCITY: u8 = 80;
+
+/// Sets every note's velocity to [`FLAT_VELOCITY`], as a step sequencer plays.
+pub fn flatten_velocities(notes: &mut [crate::listen::notes::Note]) {
+    for n in notes {
+        n.velocity = FLAT_VELOCITY;
+    }
+}
 
 #[derive(Debug, Deserialize)]
 struct LabelEntry {
@@ -62,6 +73,11 @@ pub struct LabelledPiece {
 /// Reads every labelled VGMIDI piece and computes its per-bar features (the same code as the
 /// plugin), aligned with the rated measures.
 pub fn labelled_pieces(data: &Path, report: &mut ExportReport) -> Result<Vec<LabelledPiece>> {
+    labelled_pieces_with(data, report, false)
+}
+
+/// [`labelled_pieces`], with every velocity flattened first when `flat`.
+pub fn labelled_pieces_with(data: &Path, report: &mut ExportReport, flat: bool) -> Result<Vec<LabelledPiece>> {
     let labelled = data.join("vgmidi/labelled");
     let labels_path = labelled.join("labels.json");
     let text = std::fs::read_to_string(&labels_path)
@@ -74,13 +90,16 @@ pub fn labelled_pieces(data: &Path, report: &mut ExportReport) -> Result<Vec<Lab
     let mut out = Vec::new();
     for e in entries {
         let path = labelled.join(&e.midi);
-        let piece = match read_midi_file(&path) {
+        let mut piece = match read_midi_file(&path) {
             Ok(p) => p,
             Err(err) => {
                 report.skipped.push(format!("{err:#}"));
                 continue;
             }
         };
+        if flat {
+            flatten_velocities(&mut piece.notes);
+        }
         // VGMIDI counts measures in the file's meter for most pieces, but in 4/4 for a few with
         // meter changes; use whichever grid covers the rated measures.
         let mut bars = piece.bars.clone();
@@ -111,10 +130,11 @@ pub fn labelled_pieces(data: &Path, report: &mut ExportReport) -> Result<Vec<Lab
     Ok(out)
 }
 
-/// Writes `out_csv` (and `out_csv.json`) with one row per rated bar of every labelled piece.
-pub fn export_vgmidi(data: &Path, out_csv: &Path) -> Result<ExportReport> {
+/// Writes `out_csv` (and `out_csv.json`) with one row per rated bar of every labelled piece
+/// (velocities flattened when `flat`).
+pub fn export_vgmidi(data: &Path, out_csv: &Path, flat: bool) -> Result<ExportReport> {
     let mut report = ExportReport::default();
-    let pieces = labelled_pieces(data, &mut report)?;
+    let pieces = labelled_pieces_with(data, &mut report, flat)?;
     let mut csv = String::new();
     csv.push_str("piece,bar,start_s");
     for name in FEATURE_NAMES {
@@ -134,6 +154,12 @@ pub fn export_vgmidi(data: &Path, out_csv: &Path) -> Result<ExportReport> {
             ));
         }
     }
+    write_with_sidecar(out_csv, &csv, "VGMIDI labelled", flat, &report)?;
+    Ok(report)
+}
+
+/// Writes `csv` to `out_csv` and the feature spec beside it (`out_csv.json`).
+fn write_with_sidecar(out_csv: &Path, csv: &str, source: &str, flat: bool, report: &ExportReport) -> Result<()> {
     let sidecar = serde_json::json!({
         "feature_spec_version": FEATURE_SPEC_VERSION,
         "features": FEATURE_NAMES,
@@ -143,7 +169,8 @@ pub fn export_vgmidi(data: &Path, out_csv: &Path) -> Result<ExportReport> {
             "novelty_scale": crate::feel::features::NOVELTY_SCALE,
             "novelty_features": crate::feel::features::NOVELTY_FEATURES,
         },
-        "source": "VGMIDI labelled",
+        "source": source,
+        "velocities": if flat { format!("flattened: every note at {FLAT_VELOCITY}") } else { "as played".to_string() },
         "num_pieces": report.num_pieces,
         "num_bars": report.num_bars,
     });
@@ -151,6 +178,104 @@ pub fn export_vgmidi(data: &Path, out_csv: &Path) -> Result<ExportReport> {
     let mut side = out_csv.as_os_str().to_owned();
     side.push(".json");
     write_atomically(Path::new(&side), serde_json::to_string_pretty(&sidecar)?.as_bytes())?;
+    Ok(())
+}
+
+#[derive(Debug, Deserialize)]
+struct EmopiaLabel {
+    midi: String,
+    song: String,
+    quadrant: u8,
+    valence_sign: i8,
+    arousal_sign: i8,
+}
+
+/// One EMOPIA clip with its per-bar features and its clip-level label.
+#[derive(Debug, Clone)]
+pub struct EmopiaClip {
+    /// The labels' `midi` path, the clip's id.
+    pub id: String,
+    /// Clips of one song share it: split by song, never by clip.
+    pub song: String,
+    /// 1 = V+A+, 2 = V-A+, 3 = V-A-, 4 = V+A-.
+    pub quadrant: u8,
+    pub valence_sign: i8,
+    pub arousal_sign: i8,
+    pub bars: Vec<BarWindow>,
+    pub features: Vec<Features>,
+}
+
+/// Reads every EMOPIA clip (velocities flattened when `flat`) with its per-bar features on the
+/// file's own grid: 120 BPM 4/4 whatever was played, which is what `moodfader analyze` and a
+/// host with the metronome off give the estimator for free-time performance.
+pub fn emopia_clips(data: &Path, report: &mut ExportReport, flat: bool) -> Result<Vec<EmopiaClip>> {
+    let dir = data.join("emopia");
+    let labels_path = dir.join("labels.json");
+    let text = std::fs::read_to_string(&labels_path)
+        .with_context(|| format!("{}: cannot read EMOPIA labels (is the data set there?)", labels_path.display()))?;
+    let entries: Vec<EmopiaLabel> =
+        serde_json::from_str(&text).with_context(|| format!("{}: not valid labels", labels_path.display()))?;
+    if entries.is_empty() {
+        bail!("{}: no clips", labels_path.display());
+    }
+    let mut out = Vec::new();
+    for e in entries {
+        if !(1..=4).contains(&e.quadrant) || e.valence_sign.abs() != 1 || e.arousal_sign.abs() != 1 {
+            report.skipped.push(format!("{}: label out of range", e.midi));
+            continue;
+        }
+        let mut piece = match read_midi_file(&dir.join(&e.midi)) {
+            Ok(p) => p,
+            Err(err) => {
+                report.skipped.push(format!("{err:#}"));
+                continue;
+            }
+        };
+        if flat {
+            flatten_velocities(&mut piece.notes);
+        }
+        if piece.bars.is_empty() {
+            report.skipped.push(format!("{}: no bars", e.midi));
+            continue;
+        }
+        let features = features_for_bars(&piece.notes, &piece.bars);
+        report.num_pieces += 1;
+        report.num_bars += features.len();
+        out.push(EmopiaClip {
+            id: e.midi,
+            song: e.song,
+            quadrant: e.quadrant,
+            valence_sign: e.valence_sign,
+            arousal_sign: e.arousal_sign,
+            bars: piece.bars,
+            features,
+        });
+    }
+    Ok(out)
+}
+
+/// Writes `out_csv` (and `out_csv.json`) with one row per bar of every EMOPIA clip: `clip`,
+/// `song`, `bar`, `start_s`, the `f_` features, then the clip's `quadrant`, `valence_sign` and
+/// `arousal_sign` on each of its rows.
+pub fn export_emopia(data: &Path, out_csv: &Path, flat: bool) -> Result<ExportReport> {
+    let mut report = ExportReport::default();
+    let clips = emopia_clips(data, &mut report, flat)?;
+    let mut csv = String::from("clip,song,bar,start_s");
+    for name in FEATURE_NAMES {
+        csv.push_str(&format!(",f_{name}"));
+    }
+    csv.push_str(",quadrant,valence_sign,arousal_sign\n");
+    for c in &clips {
+        let (id, song) = (c.id.replace(',', ";"), c.song.replace(',', ";"));
+        for (t, f) in c.features.iter().enumerate() {
+            csv.push_str(&format!("{id},{song},{t},{:.6}", c.bars[t].start_s));
+            for v in f {
+                csv.push_str(&format!(",{v:.6}"));
+            }
+            csv.push_str(&format!(",{},{},{}\n", c.quadrant, c.valence_sign, c.arousal_sign));
+        }
+    }
+    write_with_sidecar(out_csv, &csv, "EMOPIA clips (the file's 120 BPM grid)", flat, &report)?;
     Ok(report)
 }
 
