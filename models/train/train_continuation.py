@@ -263,6 +263,11 @@ def fit_bridge(features_csv: str, scale: dict, attributes: list[str], feature_of
         r = max(r_plain, r_inter) if len(cols) == 4 else r_plain
         out["attributes"][name] = {"coef": [float(c) for c in coef], "holdout_r": r, "holdout_r_without_interaction": r_plain, "stretch": k}
         log(f"  bridge {name:15s} coef {np.round(coef, 3)}  held-out r {r:+.3f} (without V*A {r_plain:+.3f})")
+    # The V*A term is evaluated only inside the span the ratings cover (plugin/engine/src/play/
+    # steering.rs, EmotionBridge::interaction_span): listeners' means keep |V*A| small, the pad's
+    # corners do not.
+    lo, hi = np.percentile(v * a, [1, 99])
+    out["interaction_span"] = [round(float(lo), 4), round(float(hi), 4)]
     out["fitted_on"] = (
         f"{len(rows)} labelled VGMIDI bars (listener mean ratings): least squares on (1, V, A) plus V*A where it "
         "predicts held-out bars better, then the "

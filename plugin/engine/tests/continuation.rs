@@ -134,14 +134,17 @@ fn control_does_not_regress_below_the_manifest() {
     assert!(r.mean_linearity_r2 >= 0.95, "linearity R2 {:.3} < 0.95", r.mean_linearity_r2);
     assert!(r.mean_consistency >= 0.9, "consistency {:.3} < 0.9", r.mean_consistency);
     assert!(r.emotion_quadrant_accuracy >= 0.8, "emotion quadrant accuracy {:.3} < 0.8", r.emotion_quadrant_accuracy);
-    // The quick grid is seeded, so it repeats; the tolerance covers int8 arithmetic on other CPUs.
-    const TOL: f64 = 0.05;
-    for (name, got) in [
-        ("mean_linearity_r2", r.mean_linearity_r2),
-        ("mean_consistency", r.mean_consistency),
-        ("emotion_quadrant_accuracy", r.emotion_quadrant_accuracy),
+    // The quick grid is seeded, so it repeats on one CPU; int8 arithmetic differs between CPUs
+    // (VNNI or not), which moves a sampled note now and then. The tolerance covers that: 0.05 for
+    // the continuous figures, three of the 32 emotion trials for the accuracy (an AVX2 machine
+    // without VNNI missed three with the previous estimator where the committed run missed none).
+    let trials = r.emotion_trials.max(1) as f64;
+    for (name, got, tol) in [
+        ("mean_linearity_r2", r.mean_linearity_r2, 0.05),
+        ("mean_consistency", r.mean_consistency, 0.05),
+        ("emotion_quadrant_accuracy", r.emotion_quadrant_accuracy, 3.0 / trials + 1e-9),
     ] {
         let want = committed[name].as_f64().unwrap_or_else(|| panic!("metrics.quick.{name} missing"));
-        assert!(got >= want - TOL, "{name}: {got:.3} fell below the committed {want:.3} (tolerance {TOL})");
+        assert!(got >= want - tol, "{name}: {got:.3} fell below the committed {want:.3} (tolerance {tol:.3})");
     }
 }

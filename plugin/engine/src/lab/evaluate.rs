@@ -100,6 +100,15 @@ impl EvalConfig {
 #[derive(Debug, Clone, Serialize)]
 pub struct AttributeControl {
     pub attribute: String,
+    /// The headline: R² of a line through every single measurement (every primer, seed and
+    /// level) in the attribute's own units, unclamped: whether a fader value means the same
+    /// measured attribute on every track.
+    pub pooled_r2_units: f64,
+    /// The unit, and the measured change over the whole fader in it (slope of that line).
+    pub unit: String,
+    pub pooled_slope_units: f64,
+    /// Spread of the measurements around that line (root mean square, in the unit).
+    pub pooled_rmse_units: f64,
     /// R² of a line through the mean measured value at each fader level.
     pub linearity_r2: f64,
     /// R² of a line through every single measurement.
@@ -117,6 +126,9 @@ pub struct EvalReport {
     pub config: String,
     pub primers: Vec<String>,
     pub attributes: Vec<AttributeControl>,
+    /// Mean over the faders of [`AttributeControl::pooled_r2_units`], and the lowest.
+    pub mean_pooled_r2_units: f64,
+    pub min_pooled_r2_units: f64,
     pub mean_linearity_r2: f64,
     pub mean_consistency: f64,
     /// Fraction of continuations the estimator reads in the asked quadrant.
@@ -136,20 +148,29 @@ pub struct EvalReport {
     pub tokens_per_second: f64,
 }
 
-fn measure(notes: &[Note], bars: &[BarWindow], scale: &crate::play::attributes::AttributeScale) -> [f32; 8] {
+/// The attributes of a continuation, mean over its sounding bars: on the fader scale [0, 1]
+/// and raw, in each attribute's own unit.
+fn measure_both(notes: &[Note], bars: &[BarWindow], scale: &crate::play::attributes::AttributeScale) -> ([f32; 8], [f32; 8]) {
     let feats = features_for_bars(notes, bars);
     let sounding: Vec<_> = feats.iter().filter(|f| f[13] < 0.5).collect();
     if sounding.is_empty() {
-        return [0.0; 8];
+        return ([0.0; 8], [0.0; 8]);
     }
-    let mut sum = [0.0f32; 8];
+    let (mut sum, mut raw_sum) = ([0.0f32; 8], [0.0f32; 8]);
     for f in &sounding {
-        let x = scale.normalize(&raw_attributes(f));
+        let raw = raw_attributes(f);
+        let x = scale.normalize(&raw);
         for i in 0..8 {
             sum[i] += x[i];
+            raw_sum[i] += raw[i] * Attribute::ALL[i].unit().1;
         }
     }
-    sum.map(|s| s / sounding.len() as f32)
+    let n = sounding.len() as f32;
+    (sum.map(|s| s / n), raw_sum.map(|s| s / n))
+}
+
+fn measure(notes: &[Note], bars: &[BarWindow], scale: &crate::play::attributes::AttributeScale) -> [f32; 8] {
+    measure_both(notes, bars, scale).0
 }
 
 fn r2(x: &[f64], y: &[f64]) -> (f64, f64) {
@@ -195,6 +216,7 @@ pub fn evaluate(model: &mut ContinuationModel, emotion: &mut EmotionModel, prime
         }
         let mut xs = Vec::new();
         let mut measured: Vec<[f32; 8]> = Vec::new();
+        let mut in_units: Vec<f64> = Vec::new();
         let mut level_means = Vec::new();
         let mut spreads = Vec::new();
         for k in 0..cfg.levels {
@@ -212,7 +234,8 @@ pub fn evaluate(model: &mut ContinuationModel, emotion: &mut EmotionModel, prime
                         ..Default::default()
                     };
                     let (notes, future) = run(model, p, cfg.bars, opts)?;
-                    let m = measure(&notes, &future, &scale);
+                    let (m, raw) = measure_both(&notes, &future, &scale);
+                    in_units.push(raw[ai] as f64);
                     xs.push(x as f64);
                     at_level.push(m[ai] as f64);
                     measured.push(m);
@@ -235,12 +258,22 @@ pub fn evaluate(model: &mut ContinuationModel, emotion: &mut EmotionModel, prime
         let (lin, slope) = r2(&levels, &level_means);
         let ys: Vec<f64> = measured.iter().map(|m| m[ai] as f64).collect();
         let (lin_all, _) = r2(&xs, &ys);
+        let (pooled, pooled_slope) = r2(&xs, &in_units);
+        let rmse = {
+            let n = xs.len().max(1) as f64;
+            let (mx, my) = (xs.iter().sum::<f64>() / n, in_units.iter().sum::<f64>() / n);
+            (xs.iter().zip(&in_units).map(|(x, y)| (y - my - pooled_slope * (x - mx)).powi(2)).sum::<f64>() / n).sqrt()
+        };
         let others: Vec<f64> = (0..8)
             .filter(|&j| j != ai)
             .map(|j| corr(&xs, &measured.iter().map(|m| m[j] as f64).collect::<Vec<_>>()).abs())
             .collect();
         attributes.push(AttributeControl {
             attribute: a.cli_name().into(),
+            pooled_r2_units: pooled,
+            unit: a.unit().0.into(),
+            pooled_slope_units: pooled_slope,
+            pooled_rmse_units: rmse,
             linearity_r2: lin,
             linearity_r2_all: lin_all,
             consistency: 1.0 - spreads.iter().sum::<f64>() / spreads.len().max(1) as f64,
@@ -297,6 +330,8 @@ pub fn evaluate(model: &mut ContinuationModel, emotion: &mut EmotionModel, prime
     Ok(EvalReport {
         config: format!("{cfg:?}"),
         primers: primers.iter().map(|p| p.name.clone()).collect(),
+        mean_pooled_r2_units: attributes.iter().map(|a| a.pooled_r2_units).sum::<f64>() / n_attr,
+        min_pooled_r2_units: attributes.iter().map(|a| a.pooled_r2_units).fold(f64::INFINITY, f64::min).min(1.0),
         mean_linearity_r2: attributes.iter().map(|a| a.linearity_r2).sum::<f64>() / n_attr,
         mean_consistency: attributes.iter().map(|a| a.consistency).sum::<f64>() / n_attr,
         attributes,

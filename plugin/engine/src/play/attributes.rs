@@ -70,6 +70,20 @@ impl Attribute {
         }
     }
 
+    /// The attribute's own unit, and the factor from its feature's value to that unit.
+    pub const fn unit(self) -> (&'static str, f32) {
+        match self {
+            Attribute::NoteDensity => ("note onsets per second", 1.0),
+            Attribute::RhythmDensity => ("fraction of 16th-note slots with an onset", 1.0),
+            Attribute::Dynamics => ("MIDI velocity", 127.0),
+            Attribute::Register => ("mean MIDI pitch", 1.0),
+            Attribute::PitchRange => ("semitones", 1.0),
+            Attribute::Mode => ("major minus minor key correlation", 1.0),
+            Attribute::Articulation => ("duration over the gap to the next onset", 1.0),
+            Attribute::Tension => ("fraction of dissonant intervals", 1.0),
+        }
+    }
+
     pub fn from_cli_name(name: &str) -> Option<Attribute> {
         Attribute::ALL.into_iter().find(|a| a.cli_name() == name)
     }

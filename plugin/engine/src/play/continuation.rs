@@ -87,6 +87,14 @@ pub struct SamplerSettings {
     /// Articulation governor: the mean duration over the gap to the next onset (feature
     /// `articulation`) to aim for, or None.
     pub articulation_target: Option<f32>,
+    /// Dynamics governor: the bar's mean MIDI velocity (feature `velocity` × 127) to aim for, or
+    /// None. In absolute units: the same value plays as loud after a soft primer as after a loud one.
+    pub velocity_target: Option<f32>,
+    /// Register governor: the bar's mean written MIDI pitch (feature `pitch_mean`), or None.
+    pub register_target: Option<f32>,
+    /// Pitch-range governor: the bar's highest minus lowest written pitch in semitones (feature
+    /// `pitch_range`), or None.
+    pub range_target: Option<f32>,
     /// Log-probability taken off a pitch outside the scale.
     pub key_penalty: f32,
     /// Most notes sounding at once.
@@ -105,6 +113,9 @@ impl Default for SamplerSettings {
             dissonance_target: None,
             mode_target: None,
             articulation_target: None,
+            velocity_target: None,
+            register_target: None,
+            range_target: None,
             key_penalty: 4.0,
             max_polyphony: 10,
             max_notes_per_bar: 48,
@@ -158,13 +169,24 @@ pub mod gains {
     pub const DENSITY_STEP: f32 = 1.0;
     /// Added to a position in a new slot (taken off per empty slot skipped), per slot still
     /// wanted per slot left.
-    pub const RHYTHM_SLOT: f32 = 2.0;
+    pub const RHYTHM_SLOT: f32 = 4.0;
     /// Durations tilt by this times (target − articulation so far) per unit of log length.
     pub const ARTICULATION: f32 = 4.0;
     /// Pitches gain this times (target − dissonant fraction so far) times their own fraction.
     pub const DISSONANCE: f32 = 30.0;
     /// The most a pitch class gains or loses when the mode is a whole fader range off target.
-    pub const MODE: f32 = 14.0;
+    pub const MODE: f32 = 20.0;
+    /// Taken off a velocity bucket per 16 velocity steps it lies from the dynamics governor's aim.
+    pub const DYNAMICS: f32 = 3.0;
+    /// Taken off a pitch per squared octave it lies from the register governor's aim.
+    pub const REGISTER: f32 = 2.0;
+    /// Added to a pitch per octave it brings the bar's range nearer the range governor's target
+    /// (taken off per octave it takes it further).
+    pub const RANGE: f32 = 3.0;
+    /// How far (semitones, velocity steps) a governor's aim may lie from its target while it
+    /// makes up for the bar so far.
+    pub const MAX_PITCH_CORRECTION: f32 = 12.0;
+    pub const MAX_VELOCITY_CORRECTION: f32 = 32.0;
 }
 
 /// Pseudo-counts each governor starts with, at a neutral value, so its first notes are not
@@ -197,11 +219,22 @@ struct Governors {
     /// 16th-note slots holding an onset in this bar.
     slots: [u64; 4],
     num_slots: u32,
+    velocity: Option<f32>,
+    register: Option<f32>,
+    range: Option<f32>,
+    /// This bar's velocities and written pitches so far (sums and counts, with the prior), and
+    /// its lowest and highest written pitch.
+    vel_sum: f32,
+    vel_n: f32,
+    pitch_sum: f32,
+    pitch_n: f32,
+    lo: u8,
+    hi: u8,
 }
 
 impl Governors {
     fn new(s: &SamplerSettings) -> Self {
-        Self {
+        let mut gov = Self {
             dissonance: s.dissonance_target,
             mode: s.mode_target,
             articulation: s.articulation_target,
@@ -214,7 +247,28 @@ impl Governors {
             group_durs: Vec::with_capacity(16),
             slots: [0; 4],
             num_slots: 0,
-        }
+            velocity: s.velocity_target.filter(|t| t.is_finite()).map(|t| t.clamp(1.0, 127.0)),
+            register: s.register_target.filter(|t| t.is_finite()).map(|t| t.clamp(MIN_PITCH as f32, MAX_PITCH as f32)),
+            range: s.range_target.filter(|t| t.is_finite()).map(|t| t.clamp(0.0, (MAX_PITCH - MIN_PITCH) as f32)),
+            vel_sum: 0.0,
+            vel_n: 0.0,
+            pitch_sum: 0.0,
+            pitch_n: 0.0,
+            lo: u8::MAX,
+            hi: 0,
+        };
+        gov.start_bar();
+        gov
+    }
+
+    /// A bar starts as if it had already written [`PRIOR_NOTES`] notes on target.
+    fn start_bar(&mut self) {
+        self.vel_sum = self.velocity.unwrap_or(0.0) * PRIOR_NOTES;
+        self.vel_n = PRIOR_NOTES;
+        self.pitch_sum = self.register.unwrap_or(0.0) * PRIOR_NOTES;
+        self.pitch_n = PRIOR_NOTES;
+        self.lo = u8::MAX;
+        self.hi = 0;
     }
 
     fn guide(&self, g: &BarGrammar, bar: &BarPlan) -> Guide {
@@ -247,6 +301,23 @@ impl Governors {
         {
             guide.mode_pull = mode_pull(&self.pc_hist, target, span, gains::MODE);
         }
+        if let Some(t) = self.velocity
+            && g.phase == Phase::NeedVelocity
+        {
+            let c = gains::MAX_VELOCITY_CORRECTION;
+            guide.velocity_aim = Some((2.0 * t - self.vel_sum / self.vel_n).clamp(t - c, t + c).clamp(1.0, 127.0));
+        }
+        if pitch_next {
+            if let Some(t) = self.register {
+                let c = gains::MAX_PITCH_CORRECTION;
+                guide.pitch_aim = Some((2.0 * t - self.pitch_sum / self.pitch_n).clamp(t - c, t + c));
+            }
+            if let Some(t) = self.range
+                && self.lo <= self.hi
+            {
+                guide.range = Some((self.lo, self.hi, t));
+            }
+        }
         guide
     }
 
@@ -271,8 +342,15 @@ impl Governors {
         }
     }
 
-    /// A note of written `pitch` at `pos` for `dur` steps; `sounding` holds what sounded before it.
-    fn on_note(&mut self, pitch: u8, pos: u32, dur: u32, sounding: &[(u32, u8)], bar_start_abs: u32) {
+    /// A note of written `pitch` and `velocity` at `pos` for `dur` steps; `sounding` holds what
+    /// sounded before it.
+    fn on_note(&mut self, pitch: u8, velocity: u8, pos: u32, dur: u32, sounding: &[(u32, u8)], bar_start_abs: u32) {
+        self.vel_sum += velocity as f32;
+        self.vel_n += 1.0;
+        self.pitch_sum += pitch as f32;
+        self.pitch_n += 1.0;
+        self.lo = self.lo.min(pitch);
+        self.hi = self.hi.max(pitch);
         let (d, n) = intervals_with(pitch, sounding, bar_start_abs + pos);
         self.dissonant += d as f32;
         self.pairs += n as f32;
@@ -287,6 +365,7 @@ impl Governors {
         self.group_pos = 0;
         self.slots = [0; 4];
         self.num_slots = 0;
+        self.start_bar();
     }
 }
 
@@ -573,12 +652,13 @@ impl ContinuationModel {
                         let pos = g.pos.unwrap_or(0);
                         let dur = DURATION_STEPS[d as usize];
                         let pitch = settings.written(g.pitch);
-                        gov.on_note(pitch, pos, dur, &sounding, bar_start_abs);
+                        let velocity = bucket_velocity(g.velocity);
+                        gov.on_note(pitch, velocity, pos, dur, &sounding, bar_start_abs);
                         bar_notes.push(GridNote {
                             bar: b as u32,
                             position: pos,
                             pitch,
-                            velocity: bucket_velocity(g.velocity),
+                            velocity,
                             duration_steps: dur,
                         });
                         sounding.push((bar_start_abs + pos + dur, pitch));
@@ -645,6 +725,28 @@ struct Guide {
     dissonance_bias: f32,
     /// Added to the logit of a pitch written in each pitch class.
     mode_pull: [f32; 12],
+    /// The velocity the dynamics governor aims the next note at.
+    velocity_aim: Option<f32>,
+    /// The written pitch the register governor pulls the next note toward.
+    pitch_aim: Option<f32>,
+    /// The bar's lowest and highest written pitch so far and the range governor's target.
+    range: Option<(u8, u8, f32)>,
+}
+
+impl Guide {
+    /// What the register and range governors add to the logit of written pitch `w`.
+    fn pitch_bias(&self, w: u8) -> f32 {
+        let mut x = 0.0;
+        if let Some(aim) = self.pitch_aim {
+            x -= gains::REGISTER * ((w as f32 - aim) / 12.0).powi(2);
+        }
+        if let Some((lo, hi, t)) = self.range {
+            let now = (hi - lo) as f32;
+            let then = (hi.max(w) - lo.min(w)) as f32;
+            x -= gains::RANGE * ((t - then).abs() - (t - now).abs()) / 12.0;
+        }
+        x
+    }
 }
 
 /// Picks the next token among those the grammar allows; `None` when nothing is allowed (the
@@ -685,7 +787,7 @@ fn sample(
                 {
                     x -= s.key_penalty.max(0.0);
                 }
-                x += guide.mode_pull[(s.written(p) % 12) as usize];
+                x += guide.mode_pull[(s.written(p) % 12) as usize] + guide.pitch_bias(s.written(p));
                 if guide.dissonance_bias != 0.0 {
                     let (d, n) = intervals_with(s.written(p), sounding, at);
                     if n > 0 {
@@ -722,7 +824,8 @@ fn sample(
         Phase::NeedPitch => push_pitches(&mut cand),
         Phase::NeedVelocity => {
             for v in 0..NUM_VELOCITY_BUCKETS {
-                cand.push((VELOCITY_BASE + v, logit(VELOCITY_BASE + v)));
+                let pull = guide.velocity_aim.map_or(0.0, |aim| -gains::DYNAMICS * (bucket_velocity(v) as f32 - aim).abs() / 16.0);
+                cand.push((VELOCITY_BASE + v, logit(VELOCITY_BASE + v) + pull));
             }
         }
         Phase::NeedDuration => {
@@ -901,7 +1004,7 @@ mod tests {
         gov.on_position(0);
         let sounding = [];
         for p in [60u8, 64, 67] {
-            gov.on_note(p, 0, 3, &sounding, 0);
+            gov.on_note(p, 80, 0, 3, &sounding, 0);
         }
         let g = grammar(Phase::NeedPitch, Some(0), None);
         let pull = gov.guide(&g, &plan(None, None)).mode_pull;

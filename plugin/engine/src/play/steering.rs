@@ -26,6 +26,12 @@ use crate::play::attributes::{Attribute, AttributeScale, raw_attributes};
 pub struct EmotionBridge {
     /// Coefficients in [`Attribute::ALL`] order.
     pub coef: [[f32; 4]; 8],
+    /// The span of V·A over the rated bars the coefficients were fitted on (1st to 99th
+    /// percentile). The V·A term is evaluated inside it only: the listeners' mean ratings keep
+    /// |V·A| under about 0.2, and at the pad's corners (|V·A| up to 1) the fitted curvature would
+    /// otherwise decide alone (it made "sad" the loudest quadrant). The forward model, fitted
+    /// over the whole fader box, carries the rest of the way.
+    pub interaction_span: Option<[f32; 2]>,
     pub forward: Option<ForwardModel>,
 }
 
@@ -109,6 +115,8 @@ struct BridgeJson {
     attributes: std::collections::HashMap<String, BridgeAttr>,
     #[serde(default)]
     forward: Option<ForwardModel>,
+    #[serde(default)]
+    interaction_span: Option<[f32; 2]>,
 }
 
 #[derive(Deserialize)]
@@ -137,13 +145,22 @@ impl EmotionBridge {
                 anyhow::bail!("bridge's forward model is not finite numbers with a prior weight >= 0");
             }
         }
-        Ok(Self { coef, forward: b.forward })
+        if let Some([lo, hi]) = b.interaction_span
+            && !(lo.is_finite() && hi.is_finite() && lo <= hi)
+        {
+            anyhow::bail!("bridge's interaction_span is not [low, high]");
+        }
+        Ok(Self { coef, interaction_span: b.interaction_span, forward: b.forward })
     }
 
     /// The listeners' fader values for valence `v` and arousal `a` (the regression alone).
     pub fn rated_attributes(&self, v: f32, a: f32) -> [f32; 8] {
         let (v, a) = (unit_or_zero(v), unit_or_zero(a));
-        self.coef.map(|c| (c[0] + c[1] * v + c[2] * a + c[3] * v * a).clamp(0.0, 1.0))
+        let va = match self.interaction_span {
+            Some([lo, hi]) => (v * a).clamp(lo, hi),
+            None => v * a,
+        };
+        self.coef.map(|c| (c[0] + c[1] * v + c[2] * a + c[3] * va).clamp(0.0, 1.0))
     }
 
     /// Attribute fader values in [0, 1] that carry valence `v` and arousal `a`: the listeners'
@@ -356,7 +373,7 @@ mod tests {
         let mut coef = [[0.5, 0.0, 0.0, 0.0]; 8];
         coef[0] = [0.5, 0.0, 0.4, 0.0]; // density follows arousal
         coef[5] = [0.5, 0.4, 0.0, 0.0]; // mode follows valence
-        EmotionBridge { coef, forward: None }
+        EmotionBridge { coef, interaction_span: None, forward: None }
     }
 
     #[test]
