@@ -398,6 +398,8 @@ impl ClapPlugin for Moodfader {
     const CLAP_SUPPORT_URL: Option<&'static str> = None;
     const CLAP_FEATURES: &'static [ClapFeature] =
         &[ClapFeature::NoteEffect, ClapFeature::Utility, ClapFeature::Analyzer, ClapFeature::Stereo];
+    /// The factory presets, listed in CLAP hosts' preset browsers and loaded by them.
+    const CLAP_FACTORY_PRESETS: &'static [ClapFactoryPreset] = &params::CLAP_PRESETS;
 }
 
 impl Vst3Plugin for Moodfader {

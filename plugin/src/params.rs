@@ -250,3 +250,50 @@ pub const PRESETS: [Preset; 5] = [
     Preset { name: "Build up", what: "louder, denser, more driving", target_valence: 0.3, target_arousal: 0.9, steer: 0.8, trigger: TriggerMode::OnDemand },
     Preset { name: "Follow me", what: "keeps playing along as heard", target_valence: 0.0, target_arousal: 0.0, steer: 0.0, trigger: TriggerMode::Follow },
 ];
+
+/// How many parameters a factory preset sets: the mood target, steer, trigger, continuation on,
+/// and the eight faders' "auto".
+const PRESET_PARAMS: usize = 13;
+
+/// A factory preset's parameter values by parameter ID (nested IDs carry their prefix), as CLAP
+/// hosts load it through `clap.preset-load`; the same values [`crate::editor::apply_preset`] sets.
+const fn preset_values(p: &Preset) -> [(&'static str, PresetValue); PRESET_PARAMS] {
+    let trigger = match p.trigger {
+        TriggerMode::OnDemand => "demand",
+        TriggerMode::Follow => "follow",
+        TriggerMode::CallResponse => "call",
+    };
+    [
+        ("tgt_val", PresetValue::Float(p.target_valence)),
+        ("tgt_aro", PresetValue::Float(p.target_arousal)),
+        ("steer", PresetValue::Float(p.steer)),
+        ("trigger", PresetValue::Enum(trigger)),
+        ("cont_on", PresetValue::Bool(true)),
+        ("ndens_auto", PresetValue::Bool(true)),
+        ("rdens_auto", PresetValue::Bool(true)),
+        ("dyn_auto", PresetValue::Bool(true)),
+        ("reg_auto", PresetValue::Bool(true)),
+        ("range_auto", PresetValue::Bool(true)),
+        ("mode_auto", PresetValue::Bool(true)),
+        ("artic_auto", PresetValue::Bool(true)),
+        ("tens_auto", PresetValue::Bool(true)),
+    ]
+}
+
+const PRESET_VALUES: [[(&str, PresetValue); PRESET_PARAMS]; 5] = [
+    preset_values(&PRESETS[0]),
+    preset_values(&PRESETS[1]),
+    preset_values(&PRESETS[2]),
+    preset_values(&PRESETS[3]),
+    preset_values(&PRESETS[4]),
+];
+
+/// The factory presets as CLAP preset discovery lists them (the patched nice-plug's
+/// `ClapPlugin::CLAP_FACTORY_PRESETS`); the load keys never change once released.
+pub const CLAP_PRESETS: [ClapFactoryPreset; 5] = [
+    ClapFactoryPreset { load_key: "brighten", name: PRESETS[0].name, description: PRESETS[0].what, values: &PRESET_VALUES[0] },
+    ClapFactoryPreset { load_key: "darken", name: PRESETS[1].name, description: PRESETS[1].what, values: &PRESET_VALUES[1] },
+    ClapFactoryPreset { load_key: "calm-down", name: PRESETS[2].name, description: PRESETS[2].what, values: &PRESET_VALUES[2] },
+    ClapFactoryPreset { load_key: "build-up", name: PRESETS[3].name, description: PRESETS[3].what, values: &PRESET_VALUES[3] },
+    ClapFactoryPreset { load_key: "follow-me", name: PRESETS[4].name, description: PRESETS[4].what, values: &PRESET_VALUES[4] },
+];

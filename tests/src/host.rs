@@ -33,6 +33,10 @@ use clack_extensions::params::{
     HostParams, HostParamsImplMainThread, HostParamsImplShared, ParamClearFlags, ParamInfoBuffer,
     ParamRescanFlags, PluginParams,
 };
+use clack_extensions::preset_discovery::prelude::{
+    Flags as PresetFlags, FileType, IndexerImpl, Location as PresetLocation, LocationInfo, MetadataReceiverImpl,
+    PluginPresetLoad, PresetDiscoveryFactory, Provider, Soundpack, Timestamp, UniversalPluginId,
+};
 use clack_extensions::render::{PluginRender, RenderMode};
 use clack_extensions::state::{HostState, HostStateImpl, PluginState};
 use clack_extensions::thread_check::{HostThreadCheck, HostThreadCheckImpl};
@@ -43,7 +47,7 @@ use clack_host::utils::{BeatTime, SecondsTime};
 
 use anyhow::{Context as _, Result, anyhow, bail};
 use std::cell::Cell;
-use std::ffi::CString;
+use std::ffi::{CStr, CString};
 use std::path::Path;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Mutex, OnceLock};
@@ -93,6 +97,7 @@ pub struct HostShared {
     note_ports: OnceLock<Option<PluginNotePorts>>,
     latency: OnceLock<Option<PluginLatency>>,
     render: OnceLock<Option<PluginRender>>,
+    preset_load: OnceLock<Option<PluginPresetLoad>>,
     state: OnceLock<Option<PluginState>>,
     gui: OnceLock<Option<PluginGui>>,
 }
@@ -104,6 +109,7 @@ impl<'a> SharedHandler<'a> for HostShared {
         let _ = self.note_ports.set(instance.get_extension());
         let _ = self.latency.set(instance.get_extension());
         let _ = self.render.set(instance.get_extension());
+        let _ = self.preset_load.set(instance.get_extension());
         let _ = self.state.set(instance.get_extension());
         let _ = self.gui.set(instance.get_extension());
     }
@@ -418,6 +424,7 @@ impl ClapTestHost {
                 note_ports: OnceLock::new(),
                 latency: OnceLock::new(),
                 render: OnceLock::new(),
+                preset_load: OnceLock::new(),
                 state: OnceLock::new(),
                 gui: OnceLock::new(),
             },
@@ -633,6 +640,47 @@ impl ClapTestHost {
         render
             .set(&handle, mode)
             .map_err(|e| anyhow!("render.set({offline}) refused: {e}"))
+    }
+
+    /// The presets the library lists through CLAP preset discovery, crawled as a host's preset
+    /// browser does: every provider, every location it declares.
+    pub fn discover_presets(&self) -> Result<Vec<DiscoveredPreset>> {
+        let entry = self.entry.as_ref().context("no plugin entry")?;
+        let factory: PresetDiscoveryFactory = entry
+            .get_factory()
+            .context("the library has no preset-discovery factory")?;
+        let host_info = HostInfo::new("Moodfader test host", "Moodfader developers", "https://example.invalid", "0.1.0")?;
+        let mut found = Vec::new();
+        for descriptor in factory.provider_descriptors() {
+            let id = descriptor.id().context("a provider descriptor has no id")?.to_owned();
+            let mut provider = Provider::instantiate(Locations::default(), entry, &id, &host_info)
+                .map_err(|e| anyhow!("provider {id:?}: {e}"))?;
+            let locations = std::mem::take(&mut provider.indexer_mut().0);
+            for (plugin_location, flags) in locations {
+                if !plugin_location {
+                    bail!("provider {id:?} declared a file location; only presets inside the plugin were expected");
+                }
+                let mut receiver = Presets { flags, ..Presets::default() };
+                provider.get_metadata(PresetLocation::Plugin, &mut receiver);
+                if let Some(e) = receiver.error {
+                    bail!("provider {id:?}: {e}");
+                }
+                found.extend(receiver.presets);
+            }
+        }
+        Ok(found)
+    }
+
+    /// Loads a preset the plugin listed inside itself (`clap.preset-load`), then services the
+    /// main thread so the plugin's follow-up (a parameter rescan) runs.
+    pub fn load_preset(&mut self, load_key: &str) -> Result<()> {
+        let ext = self.shared().preset_load.get().copied().flatten().context("the plugin has no preset-load extension")?;
+        let key = CString::new(load_key)?;
+        let handle = self.instance().plugin_handle();
+        ext.load_from_location(&handle, PresetLocation::Plugin, Some(&key))
+            .map_err(|_| anyhow!("preset-load refused '{load_key}'"))?;
+        self.service_main_thread();
+        Ok(())
     }
 
     /// Everything the plugin logged through the host `log` extension so far.
@@ -938,4 +986,88 @@ mod unit {
         assert_eq!(e.bar_start.to_float(), 6.0);
         assert!(!e.flags.contains(TransportFlags::IS_PLAYING));
     }
+}
+
+/// A preset as a provider described it to the host.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct DiscoveredPreset {
+    pub name: String,
+    pub load_key: String,
+    pub plugin_ids: Vec<(String, String)>,
+    pub description: String,
+    pub creators: Vec<String>,
+    /// The preset's own flags, else those of its location.
+    pub factory_content: bool,
+}
+
+/// An indexer that records the locations a provider declares: (inside the plugin, factory flag).
+#[derive(Default)]
+struct Locations(Vec<(bool, bool)>);
+
+impl IndexerImpl for Locations {
+    fn declare_filetype(&mut self, _file_type: FileType) -> Result<(), HostError> {
+        Ok(())
+    }
+    fn declare_location(&mut self, location: LocationInfo) -> Result<(), HostError> {
+        let inside = matches!(location.location, PresetLocation::Plugin);
+        self.0.push((inside, location.flags.contains(PresetFlags::IS_FACTORY_CONTENT)));
+        Ok(())
+    }
+    fn declare_soundpack(&mut self, _soundpack: Soundpack) -> Result<(), HostError> {
+        Ok(())
+    }
+}
+
+/// A metadata receiver that records every preset.
+#[derive(Default)]
+struct Presets {
+    flags: bool,
+    presets: Vec<DiscoveredPreset>,
+    error: Option<String>,
+}
+
+impl Presets {
+    fn current(&mut self) -> Option<&mut DiscoveredPreset> {
+        self.presets.last_mut()
+    }
+}
+
+impl MetadataReceiverImpl for Presets {
+    fn on_error(&mut self, error_code: i32, error_message: Option<&CStr>) {
+        self.error = Some(format!("error {error_code}: {error_message:?}"));
+    }
+    fn begin_preset(&mut self, name: Option<&CStr>, load_key: Option<&CStr>) -> Result<(), HostError> {
+        let text = |s: Option<&CStr>| s.map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        self.presets.push(DiscoveredPreset {
+            name: text(name),
+            load_key: text(load_key),
+            factory_content: self.flags,
+            ..DiscoveredPreset::default()
+        });
+        Ok(())
+    }
+    fn add_plugin_id(&mut self, plugin_id: UniversalPluginId) {
+        if let Some(p) = self.current() {
+            p.plugin_ids.push((plugin_id.abi.to_string_lossy().into_owned(), plugin_id.id.to_string_lossy().into_owned()));
+        }
+    }
+    fn set_soundpack_id(&mut self, _soundpack_id: &CStr) {}
+    fn set_flags(&mut self, flags: PresetFlags) {
+        if let Some(p) = self.current() {
+            p.factory_content = flags.contains(PresetFlags::IS_FACTORY_CONTENT);
+        }
+    }
+    fn add_creator(&mut self, creator: &CStr) {
+        if let Some(p) = self.current() {
+            p.creators.push(creator.to_string_lossy().into_owned());
+        }
+    }
+    fn set_description(&mut self, description: &CStr) {
+        if let Some(p) = self.current() {
+            p.description = description.to_string_lossy().into_owned();
+        }
+    }
+    fn set_timestamps(&mut self, _creation_time: Option<Timestamp>, _modification_time: Option<Timestamp>) {}
+    fn add_feature(&mut self, _feature: &CStr) {}
+    fn add_extra_info(&mut self, _key: &CStr, _value: &CStr) {}
 }

@@ -17,7 +17,7 @@ pub mod host;
 pub mod scenario;
 
 pub use events::{InEvent, OutEvent};
-pub use host::{BlockOutput, ClapTestHost, NotePortDesc, ParamDesc, TransportSettings};
+pub use host::{BlockOutput, ClapTestHost, DiscoveredPreset, NotePortDesc, ParamDesc, TransportSettings};
 
 use std::path::PathBuf;
 

@@ -4,12 +4,18 @@ mod util;
 mod context;
 mod descriptor;
 pub mod features;
+// Moodfader patch: factory presets through CLAP preset discovery and `clap.preset-load`.
+mod preset_discovery;
 mod wrapper;
 
 use crate::wrapper::clap::features::ClapFeature;
 
 /// Re-export for the macro
 pub use self::descriptor::PluginDescriptor;
+pub use self::preset_discovery::{ClapFactoryPreset, PresetDiscovery, PresetValue};
+pub use clap_sys::factory::preset_discovery::{
+    CLAP_PRESET_DISCOVERY_FACTORY_ID, CLAP_PRESET_DISCOVERY_FACTORY_ID_COMPAT,
+};
 pub use self::wrapper::Wrapper;
 pub use clap_sys::entry::clap_plugin_entry;
 pub use clap_sys::factory::plugin_factory::{CLAP_PLUGIN_FACTORY_ID, clap_plugin_factory};
@@ -37,6 +43,11 @@ pub trait ClapPlugin: Plugin {
 
     /// If set, this informs the host about the plugin's capabilities for polyphonic modulation.
     const CLAP_POLY_MODULATION_CONFIG: Option<PolyModulationConfig> = None;
+
+    /// Moodfader patch: factory presets that CLAP hosts list in their preset browsers (through
+    /// the library's preset-discovery factory) and load through `clap.preset-load`. Empty (the
+    /// default) offers neither.
+    const CLAP_FACTORY_PRESETS: &'static [ClapFactoryPreset] = &[];
 
     /// This function can be implemented to define plugin-specific [remote control
     /// pages](https://github.com/free-audio/clap/blob/main/include/clap/ext/draft/remote-controls.h)
@@ -162,9 +173,32 @@ macro_rules! nice_export_clap {
 
             pub extern "C" fn deinit() {}
 
+            // Moodfader patch: the factory presets of every exported plugin, for CLAP preset
+            // discovery.
+            static PRESET_DISCOVERY: OnceLock<$crate::wrapper::clap::PresetDiscovery> = OnceLock::new();
+
+            fn preset_discovery() -> &'static $crate::wrapper::clap::PresetDiscovery {
+                PRESET_DISCOVERY.get_or_init(|| {
+                    $crate::wrapper::clap::PresetDiscovery::new(&[$((
+                        <$plugin_ty as $crate::wrapper::clap::ClapPlugin>::CLAP_ID,
+                        <$plugin_ty as $crate::prelude::Plugin>::VENDOR,
+                        <$plugin_ty as $crate::wrapper::clap::ClapPlugin>::CLAP_FACTORY_PRESETS,
+                    )),+])
+                })
+            }
+
             pub extern "C" fn get_factory(factory_id: *const c_char) -> *const c_void {
-                if !factory_id.is_null() && unsafe { CStr::from_ptr(factory_id) } == CLAP_PLUGIN_FACTORY_ID {
+                if factory_id.is_null() {
+                    return ::std::ptr::null();
+                }
+                let factory_id = unsafe { CStr::from_ptr(factory_id) };
+                if factory_id == CLAP_PLUGIN_FACTORY_ID {
                     &CLAP_PLUGIN_FACTORY as *const _ as *const c_void
+                } else if (factory_id == $crate::wrapper::clap::CLAP_PRESET_DISCOVERY_FACTORY_ID
+                    || factory_id == $crate::wrapper::clap::CLAP_PRESET_DISCOVERY_FACTORY_ID_COMPAT)
+                    && preset_discovery().has_presets()
+                {
+                    preset_discovery().factory_ptr()
                 } else {
                     ::std::ptr::null()
                 }

@@ -41,7 +41,13 @@ use clap_sys::ext::render::{
     CLAP_EXT_RENDER, CLAP_RENDER_OFFLINE, CLAP_RENDER_REALTIME, clap_plugin_render,
     clap_plugin_render_mode,
 };
+use clap_sys::ext::preset_load::{
+    CLAP_EXT_PRESET_LOAD, CLAP_EXT_PRESET_LOAD_COMPAT, clap_host_preset_load, clap_plugin_preset_load,
+};
 use clap_sys::ext::state::{CLAP_EXT_STATE, clap_plugin_state};
+use clap_sys::factory::preset_discovery::{
+    CLAP_PRESET_DISCOVERY_LOCATION_PLUGIN, clap_preset_discovery_location_kind,
+};
 use clap_sys::ext::tail::{CLAP_EXT_TAIL, clap_plugin_tail};
 use clap_sys::ext::thread_check::{CLAP_EXT_THREAD_CHECK, clap_host_thread_check};
 use clap_sys::ext::track_info::CLAP_EXT_TRACK_INFO;
@@ -99,6 +105,8 @@ use super::util::ClapPtr;
 use crate::event_loop::{BackgroundThread, EventLoop, MainThreadExecutor, TASK_QUEUE_CAPACITY};
 use crate::util::permit_alloc;
 use crate::wrapper::clap::ClapPlugin;
+use crate::wrapper::clap::PresetValue;
+use nice_plug_core::plugin::ParamValue;
 use crate::wrapper::clap::context::RemoteControlPages;
 #[cfg(feature = "editor")]
 use crate::wrapper::clap::context::WrapperGuiContext;
@@ -256,6 +264,10 @@ pub struct Wrapper<P: ClapPlugin> {
     remote_control_pages: Vec<clap_remote_controls_page>,
 
     clap_plugin_render: clap_plugin_render,
+
+    // Moodfader patch: the factory presets of `ClapPlugin::CLAP_FACTORY_PRESETS`.
+    clap_plugin_preset_load: clap_plugin_preset_load,
+    host_preset_load: AtomicRefCell<Option<ClapPtr<clap_host_preset_load>>>,
 
     clap_plugin_state: clap_plugin_state,
 
@@ -721,6 +733,11 @@ impl<P: ClapPlugin> Wrapper<P> {
                 has_hard_realtime_requirement: Some(Self::ext_render_has_hard_realtime_requirement),
                 set: Some(Self::ext_render_set),
             },
+
+            clap_plugin_preset_load: clap_plugin_preset_load {
+                from_location: Some(Self::ext_preset_load_from_location),
+            },
+            host_preset_load: AtomicRefCell::new(None),
 
             clap_plugin_state: clap_plugin_state {
                 save: Some(Self::ext_state_save),
@@ -1697,6 +1714,14 @@ impl<P: ClapPlugin> Wrapper<P> {
                 query_host_extension::<clap_host_latency>(&wrapper.host_callback, CLAP_EXT_LATENCY);
             *wrapper.host_params.borrow_mut() =
                 query_host_extension::<clap_host_params>(&wrapper.host_callback, CLAP_EXT_PARAMS);
+            *wrapper.host_preset_load.borrow_mut() =
+                query_host_extension::<clap_host_preset_load>(&wrapper.host_callback, CLAP_EXT_PRESET_LOAD)
+                    .or_else(|| {
+                        query_host_extension::<clap_host_preset_load>(
+                            &wrapper.host_callback,
+                            CLAP_EXT_PRESET_LOAD_COMPAT,
+                        )
+                    });
             *wrapper.host_voice_info.borrow_mut() = query_host_extension::<clap_host_voice_info>(
                 &wrapper.host_callback,
                 CLAP_EXT_VOICE_INFO,
@@ -2347,6 +2372,10 @@ impl<P: ClapPlugin> Wrapper<P> {
             &wrapper.clap_plugin_remote_controls as *const _ as *const c_void
         } else if id == CLAP_EXT_RENDER {
             &wrapper.clap_plugin_render as *const _ as *const c_void
+        } else if (id == CLAP_EXT_PRESET_LOAD || id == CLAP_EXT_PRESET_LOAD_COMPAT)
+            && !P::CLAP_FACTORY_PRESETS.is_empty()
+        {
+            &wrapper.clap_plugin_preset_load as *const _ as *const c_void
         } else if id == CLAP_EXT_STATE {
             &wrapper.clap_plugin_state as *const _ as *const c_void
         } else if id == CLAP_EXT_TRACK_INFO {
@@ -3384,6 +3413,72 @@ impl<P: ClapPlugin> Wrapper<P> {
         }
 
         true
+    }
+
+    /// Moodfader patch: `clap.preset-load` for the factory presets. The preset's values are set on
+    /// top of the current state and loaded as a state from the GUI is (at the end of a process
+    /// call while processing, else at once), then the host is told.
+    unsafe extern "C" fn ext_preset_load_from_location(
+        plugin: *const clap_plugin,
+        location_kind: clap_preset_discovery_location_kind,
+        location: *const c_char,
+        load_key: *const c_char,
+    ) -> bool {
+        check_null_ptr!(false, plugin, unsafe { (*plugin).plugin_data });
+        let wrapper = unsafe { &*((*plugin).plugin_data as *const Self) };
+
+        let result = (|| -> Result<(), String> {
+            if location_kind != CLAP_PRESET_DISCOVERY_LOCATION_PLUGIN || !location.is_null() {
+                return Err("only the plugin's own factory presets can be loaded".into());
+            }
+            if load_key.is_null() {
+                return Err("no load key".into());
+            }
+            let key = unsafe { CStr::from_ptr(load_key) }.to_string_lossy();
+            let preset = P::CLAP_FACTORY_PRESETS
+                .iter()
+                .find(|p| p.load_key == key)
+                .ok_or_else(|| format!("no factory preset '{key}'"))?;
+            let mut state = wrapper.get_state_object();
+            for (id, value) in preset.values {
+                let current = state
+                    .params
+                    .get(*id)
+                    .ok_or_else(|| format!("preset '{key}' sets an unknown parameter '{id}'"))?;
+                let new = match (current, value) {
+                    (ParamValue::F32(_), PresetValue::Float(v)) => ParamValue::F32(*v),
+                    (ParamValue::I32(_), PresetValue::Int(v)) => ParamValue::I32(*v),
+                    (ParamValue::Bool(_), PresetValue::Bool(v)) => ParamValue::Bool(*v),
+                    (ParamValue::String(_), PresetValue::Enum(v)) => ParamValue::String((*v).to_owned()),
+                    _ => return Err(format!("preset '{key}': '{id}' has another type")),
+                };
+                state.params.insert((*id).to_owned(), new);
+            }
+            wrapper.set_state_object_from_gui(state);
+            Ok(())
+        })();
+
+        let host_preset_load = wrapper.host_preset_load.borrow();
+        match result {
+            Ok(()) => {
+                if let Some(host_preset_load) = &*host_preset_load {
+                    unsafe_clap_call! {
+                        host_preset_load=>loaded(&*wrapper.host_callback, location_kind, location, load_key)
+                    };
+                }
+                true
+            }
+            Err(message) => {
+                crate::nice_error!("Cannot load the preset: {message}");
+                if let Some(host_preset_load) = &*host_preset_load {
+                    let message = std::ffi::CString::new(message).unwrap_or_default();
+                    unsafe_clap_call! {
+                        host_preset_load=>on_error(&*wrapper.host_callback, location_kind, location, load_key, 0, message.as_ptr())
+                    };
+                }
+                false
+            }
+        }
     }
 
     unsafe extern "C" fn ext_state_save(
