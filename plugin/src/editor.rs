@@ -19,6 +19,7 @@ use nice_plug::editor::{Editor, HostMethods, ParentWindowHandle, ResizeHint, Spa
 use nice_plug_egui::resizable_window::ResizableWindow;
 use nice_plug_egui::{EguiEditor, EguiEditorHandle, EguiEditorState, EguiNiceSettings, NiceEguiApp, RepaintNotifier, create_egui_editor};
 
+use crate::dragout::DragFiles;
 use crate::params::{EDITOR_MAX, EDITOR_MIN, MoodfaderParams, TriggerMode, clamp_panel_size};
 
 /// One palette for the whole panel.
@@ -59,6 +60,10 @@ pub struct App {
     gui: Option<GuiContext>,
     /// What the last export did (path written, or why not).
     export_message: String,
+    /// MIDI drag-out: the files, whether the drag takes the heard bars too, and the drag running.
+    drag_files: Arc<Mutex<DragFiles>>,
+    drag_with_heard: bool,
+    drag: Option<DragRun>,
     calibrate: CalibrateState,
     /// The window's last scale factor (physical pixels per logical pixel), shared with
     /// [`PanelEditor`] so it can report the size in the host's native pixels.
@@ -74,6 +79,9 @@ pub struct PanelEditor {
     scale: Arc<AtomicF32>,
     /// The egui editor of the panel that is (or was last) open.
     open: Mutex<Option<EguiEditor<App>>>,
+    /// The files dragged out of the panel: they live as long as the plugin (the wrapper holds
+    /// this editor that long), since a DAW may read a dropped file after the panel closed.
+    drag_files: Arc<Mutex<DragFiles>>,
 }
 
 /// How the host may resize the panel: both axes, within [`EDITOR_MIN`]..[`EDITOR_MAX`].
@@ -92,7 +100,13 @@ pub fn native_panel_size(logical: [f32; 2], scale: f32) -> NativeSize<u32> {
 }
 
 pub fn create(params: Arc<MoodfaderParams>, shared: Arc<Shared>) -> Option<PanelEditor> {
-    Some(PanelEditor { params, shared, scale: Arc::new(AtomicF32::new(1.0)), open: Mutex::new(None) })
+    Some(PanelEditor {
+        params,
+        shared,
+        scale: Arc::new(AtomicF32::new(1.0)),
+        open: Mutex::new(None),
+        drag_files: Arc::new(Mutex::new(DragFiles::default())),
+    })
 }
 
 impl PanelEditor {
@@ -120,6 +134,9 @@ impl Editor for PanelEditor {
             shared: self.shared.clone(),
             gui: None,
             export_message: String::new(),
+            drag_files: self.drag_files.clone(),
+            drag_with_heard: false,
+            drag: None,
             calibrate: CalibrateState::default(),
             scale: self.scale.clone(),
         };
@@ -228,9 +245,7 @@ impl App {
         ui.horizontal(|ui| {
             for (label, with_heard) in [("Export continuation", false), ("Export heard + continuation", true)] {
                 if ui.button(label).on_hover_text("save as a Standard MIDI File with the host's tempo and meter").clicked() {
-                    // baseview offers no drag source on any platform, so no drag-out: the file's
-                    // path goes to the clipboard instead, to paste into a DAW's or a file
-                    // manager's open dialog.
+                    // The file's path also goes to the clipboard, to paste into an open dialog.
                     self.export_message = match export_midi(&self.shared, &self.params, with_heard) {
                         Ok(path) => {
                             ui.ctx().copy_text(path.display().to_string());
@@ -240,6 +255,8 @@ impl App {
                     };
                 }
             }
+            ui.separator();
+            self.drag_handle(ui);
             ui.label(egui::RichText::new(&self.export_message).color(palette::MUTED));
         });
         ui.add_space(6.0);
@@ -463,6 +480,86 @@ fn continuation_controls(ui: &mut egui::Ui, params: &MoodfaderParams, setter: &P
     });
 }
 
+/// A drag out of the panel in progress.
+struct DragRun {
+    #[cfg(any(target_os = "linux", target_os = "windows"))]
+    handle: crate::dragout::DragHandle,
+    path: std::path::PathBuf,
+}
+
+impl App {
+    /// "Drag MIDI": past egui's drag threshold it writes the continuation (with the heard bars
+    /// when ticked) to the drag cache and hands it to the platform's drag source; dimmed, saying
+    /// why, when there is nothing to drag.
+    fn drag_handle(&mut self, ui: &mut egui::Ui) {
+        ui.checkbox(&mut self.drag_with_heard, "+ heard").on_hover_text("drag the bars heard before the continuation too");
+        let bytes = midi_bytes(&self.shared, &self.params, self.drag_with_heard);
+        let ready = bytes.is_some() && self.drag.is_none();
+        let text = egui::RichText::new("✥ Drag MIDI").color(if ready { palette::TEXT } else { palette::MUTED });
+        let handle = ui.add(egui::Button::new(text).sense(Sense::drag()));
+        let handle = match (&bytes, &self.drag) {
+            (None, _) => handle.on_hover_text("nothing to drag yet: the continuation appears once it has been generated"),
+            (_, Some(_)) => handle.on_hover_text("a drag is under way"),
+            _ => handle.on_hover_text("drag onto a DAW track, a file manager or anything that takes file drops"),
+        };
+        if ready && handle.drag_started() {
+            let kind = if self.drag_with_heard { "heard+continuation" } else { "continuation" };
+            let written = bytes.ok_or_else(|| "nothing to drag yet".to_string()).and_then(|b| {
+                self.drag_files.lock().unwrap_or_else(|e| e.into_inner()).write(&b, kind)
+            });
+            self.export_message = match written.and_then(start_drag) {
+                Ok(run) => {
+                    self.drag = Some(run);
+                    "dragging…".into()
+                }
+                Err(why) => why,
+            };
+        }
+        if let Some(run) = self.drag.take() {
+            match finished_drag(run) {
+                Ok(message) => self.export_message = message,
+                Err(run) => {
+                    self.drag = Some(run);
+                    ui.ctx().request_repaint_after(Duration::from_millis(50));
+                }
+            }
+        }
+    }
+}
+
+/// Starts the platform's drag of the file at `path`.
+#[cfg(any(target_os = "linux", target_os = "windows"))]
+fn start_drag(path: std::path::PathBuf) -> Result<DragRun, String> {
+    let handle = crate::dragout::start(&path)?;
+    Ok(DragRun { handle, path })
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "windows")))]
+fn start_drag(path: std::path::PathBuf) -> Result<DragRun, String> {
+    let _ = DragRun { path: path.clone() };
+    Err(format!("no drag-out on this platform yet: the file is at {}", path.display()))
+}
+
+/// How a finished drag went, for the export row; the drag back when it is still running.
+fn finished_drag(run: DragRun) -> Result<String, DragRun> {
+    #[cfg(any(target_os = "linux", target_os = "windows"))]
+    {
+        use crate::dragout::DragOutcome;
+        if !run.handle.is_finished() {
+            return Err(run);
+        }
+        let name = run.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        Ok(match run.handle.wait() {
+            DragOutcome::Dropped => format!("dropped {name}"),
+            DragOutcome::Cancelled => "drag cancelled".into(),
+            DragOutcome::NoTarget => "dropped where nothing takes files".into(),
+            DragOutcome::Failed(why) => why,
+        })
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "windows")))]
+    Ok(run.path.display().to_string())
+}
+
 /// Folder the panel exports into: `$MOODFADER_EXPORT_DIR`, else `~/Moodfader`
 /// (`%USERPROFILE%\Moodfader` on Windows).
 pub fn export_dir() -> std::path::PathBuf {
@@ -476,13 +573,19 @@ pub fn export_dir() -> std::path::PathBuf {
     }
 }
 
-/// Writes the roll's notes as a MIDI file (GUI thread); returns what to tell the user.
-fn export_midi(shared: &Shared, params: &MoodfaderParams, with_heard: bool) -> Result<std::path::PathBuf, String> {
+/// The roll's notes as a Standard MIDI File on the host's tempo and meter (GUI thread); `None`
+/// when there is nothing to write.
+fn midi_bytes(shared: &Shared, params: &MoodfaderParams, with_heard: bool) -> Option<Vec<u8>> {
     let roll = shared.roll();
     let tempo = shared.tempo_bpm.load(Ordering::Relaxed);
     let meter = (shared.sig_num.load(Ordering::Relaxed), shared.sig_den.load(Ordering::Relaxed));
     let channel = (params.out_channel.value() - 1).clamp(0, 15) as u8;
-    let Some(bytes) = moodfader_engine::play::compose::roll_to_smf(&roll, with_heard, tempo, meter, channel) else {
+    moodfader_engine::play::compose::roll_to_smf(&roll, with_heard, tempo, meter, channel)
+}
+
+/// Writes the roll's notes as a MIDI file (GUI thread); returns what to tell the user.
+fn export_midi(shared: &Shared, params: &MoodfaderParams, with_heard: bool) -> Result<std::path::PathBuf, String> {
+    let Some(bytes) = midi_bytes(shared, params, with_heard) else {
         return Err("nothing to export yet".into());
     };
     let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);

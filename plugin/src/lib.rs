@@ -15,6 +15,7 @@ use moodfader_engine::worker::{Worker, WorkerConfig};
 use nice_plug::midi::{Channel, Key, VoiceID};
 use nice_plug::prelude::*;
 
+pub mod dragout;
 pub mod editor;
 pub mod params;
 

@@ -51,7 +51,7 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 
 /// The per-user cache folder: `%LOCALAPPDATA%\moodfader` on Windows.
 #[cfg(target_os = "windows")]
-fn cache_root() -> Option<PathBuf> {
+pub fn cache_root() -> Option<PathBuf> {
     std::env::var_os("LOCALAPPDATA")
         .filter(|v| !v.is_empty())
         .map(|p| PathBuf::from(p).join("moodfader"))
@@ -59,7 +59,7 @@ fn cache_root() -> Option<PathBuf> {
 
 /// The per-user cache folder: `$XDG_CACHE_HOME/moodfader`, else `~/.cache/moodfader`.
 #[cfg(not(target_os = "windows"))]
-fn cache_root() -> Option<PathBuf> {
+pub fn cache_root() -> Option<PathBuf> {
     std::env::var_os("XDG_CACHE_HOME")
         .filter(|v| !v.is_empty())
         .map(PathBuf::from)
