@@ -12,7 +12,9 @@
 //!     MIDI byte for byte, the transcribed notes the same;
 //!   - the clack-host tests (`tests/tests/clap_host.rs`) cross-built for Windows on the Windows
 //!     `.clap`: activation at 48 kHz, bit-exact audio, sample-exact MIDI thru, and mood CCs from
-//!     a worker that loaded the embedded ONNX Runtime.
+//!     a worker that loaded the embedded ONNX Runtime;
+//!   - the drag-out's COM objects (`plugin/src/dragout/windows.rs`'s tests): the `CF_HDROP` data
+//!     object and the drop source, as a drop target uses them.
 //!
 //! Wine 8 lacks `ProcessPrng` (bcryptprimitives.dll), which Rust's standard library imports; a
 //! stand-in built from `tests/wine/bcryptprimitives.c` sits beside the test executables, never in
@@ -366,6 +368,19 @@ pub fn check(ws: &Workspace, linux_rt: &runtime::Runtime) -> Result<Step> {
         .current_dir(ws.root.join("tests"));
     workspace::run("clack-host tests on the Windows .clap (Wine)", &mut host_tests, limit::WINE_SESSION)?;
     report.push("clack-host tests on the Windows .clap: passed".to_string());
+
+    // The drag-out's COM objects (plugin/src/dragout/windows.rs), as a drop target uses them; in
+    // release, so the bundle's compiled dependencies are reused.
+    let mut build_drag_tests = cargo_cmd(["test", "--release", "-p", PLUGIN_PACKAGE, "--lib", "--no-run", "--message-format=json"]);
+    build_drag_tests.args(["--target", WINDOWS_TARGET]);
+    let out = workspace::run_capture("cargo test --no-run moodfader --lib (Windows)", &mut build_drag_tests, limit::CARGO)?;
+    let drag_exe = test_executable(&String::from_utf8_lossy(&out.stdout))
+        .context("cargo named no executable for the plugin's unit tests (Windows)")?;
+    copy(&stub, &drag_exe.parent().context("test executable has no folder")?.join("bcryptprimitives.dll"))?;
+    let mut drag_tests = wine.program(&drag_exe);
+    drag_tests.args(["dragout::windows", "--test-threads=1"]).current_dir(&work);
+    workspace::run("drag-out's COM objects (Windows, Wine)", &mut drag_tests, limit::TOOL)?;
+    report.push("drag-out's CF_HDROP data object and drop source: passed".to_string());
 
     for line in &report {
         eprintln!("[xtask] windows: {line}");

@@ -252,3 +252,51 @@ impl IDropSource_Impl for DropSource_Impl {
         DRAGDROP_S_USEDEFAULTCURSORS
     }
 }
+
+/// Run under Wine by `cargo xtask windows` (the COM objects as a drop target would use them;
+/// the modal drag itself needs a desktop).
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use windows::Win32::System::Ole::ReleaseStgMedium;
+
+    #[test]
+    fn the_data_object_hands_out_the_file_as_cf_hdrop() {
+        let wide: Vec<u16> = r"C:\Users\Test\moodfader-continuation-0123456789ab.mid".encode_utf16().collect();
+        let payload = crate::dragout::cf_hdrop_payload(&wide);
+        let data: IDataObject = FileDrop { payload: payload.clone() }.into();
+        let hdrop = hdrop_format();
+        // SAFETY: COM calls on our own object with a local FORMATETC; the medium is released.
+        unsafe {
+            assert_eq!(data.QueryGetData(&hdrop), S_OK);
+            let text = FORMATETC { cfFormat: 1, ..hdrop };
+            assert_eq!(data.QueryGetData(&text), DV_E_FORMATETC);
+            assert!(data.GetData(&text).is_err());
+            let mut medium = data.GetData(&hdrop).expect("GetData(CF_HDROP)");
+            assert_eq!(medium.tymed, TYMED_HGLOBAL.0 as u32);
+            let p = GlobalLock(medium.u.hGlobal).cast::<u8>();
+            assert!(!p.is_null());
+            let got = std::slice::from_raw_parts(p, payload.len()).to_vec();
+            let _ = GlobalUnlock(medium.u.hGlobal);
+            ReleaseStgMedium(&mut medium);
+            assert_eq!(got, payload);
+            let formats = data.EnumFormatEtc(DATADIR_GET.0 as u32).expect("EnumFormatEtc");
+            let mut one = [FORMATETC::default()];
+            let mut fetched = 0;
+            assert_eq!(formats.Next(&mut one, Some(&mut fetched)), S_OK);
+            assert_eq!((fetched, one[0].cfFormat), (1, CF_HDROP.0));
+        }
+    }
+
+    #[test]
+    fn the_drop_source_drops_on_release_and_cancels_on_escape() {
+        let source: IDropSource = DropSource.into();
+        // SAFETY: COM calls on our own object.
+        unsafe {
+            assert_eq!(source.QueryContinueDrag(false, MK_LBUTTON), S_OK);
+            assert_eq!(source.QueryContinueDrag(false, MODIFIERKEYS_FLAGS(0)), DRAGDROP_S_DROP);
+            assert_eq!(source.QueryContinueDrag(true, MK_LBUTTON), DRAGDROP_S_CANCEL);
+            assert_eq!(source.GiveFeedback(DROPEFFECT_COPY), DRAGDROP_S_USEDEFAULTCURSORS);
+        }
+    }
+}
