@@ -47,7 +47,8 @@ impl Drop for Xvfb {
 }
 
 /// An Xvfb on a display nobody uses, once it answers; `None` (said on stderr) without Xvfb
-/// outside CI.
+/// outside CI. `-noreset`: otherwise the server resets when its last client (the readiness
+/// probe) leaves, and the next connection is refused while it does.
 fn xvfb() -> Option<Xvfb> {
     let on_path = std::env::var_os("PATH").is_some_and(|p| std::env::split_paths(&p).any(|d| d.join("Xvfb").is_file()));
     if !on_path {
@@ -62,7 +63,7 @@ fn xvfb() -> Option<Xvfb> {
         }
         let display = format!(":{n}");
         let Ok(child) = Command::new("Xvfb")
-            .args([display.as_str(), "-screen", "0", "800x600x24", "-nolisten", "tcp"])
+            .args([display.as_str(), "-screen", "0", "800x600x24", "-nolisten", "tcp", "-noreset"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -146,6 +147,9 @@ fn target(display: &str, x: i16, y: i16, stop: Arc<AtomicBool>) -> (Window, std:
                 _ => {}
             }
         }
+        // A round trip before the connection closes: closed with events unread, the socket is
+        // reset and the server may drop what it had not handled yet (XdndFinished).
+        conn.sync().unwrap();
         seen
     });
     (win, handle)
@@ -257,7 +261,7 @@ fn a_drag_drops_the_uri_escape_cancels_and_the_desktop_takes_nothing() {
     hand.escape();
     assert_eq!(wait(drag), DragOutcome::Cancelled);
     hand.button(false);
-    std::thread::sleep(Duration::from_millis(200));
+    std::thread::sleep(Duration::from_millis(300));
     stop.store(true, Ordering::Release);
     let seen = seen.join().unwrap();
     assert!(seen.entered && seen.left && seen.dropped.is_none(), "{seen:?}");

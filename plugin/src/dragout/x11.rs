@@ -403,6 +403,9 @@ impl Source {
             let _ = self.conn.free_cursor(cursor);
         }
         let _ = self.conn.destroy_window(self.window);
-        let _ = self.conn.flush();
+        // A round trip, so that the server has handled every request (the last XdndLeave or
+        // XdndDrop among them) before the connection closes: a socket closed with events still
+        // unread is reset, and the server may drop what it had not handled yet.
+        let _ = self.conn.sync();
     }
 }
