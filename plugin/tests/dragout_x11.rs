@@ -234,15 +234,21 @@ fn a_drag_drops_the_uri_escape_cancels_and_the_desktop_takes_nothing() {
     let _panel = panel(&d);
     let hand = Hand::new(&d);
 
+    // Pressed on the panel, the drag started, carried over the target.
+    let over_target = || {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (_win, seen) = target(&d, 400, 100, stop.clone());
+        hand.move_to(100, 100);
+        hand.button(true);
+        let drag = drag::start(URI.to_string(), Some(d.clone())).unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+        hand.glide((100, 100), (550, 250));
+        std::thread::sleep(Duration::from_millis(200));
+        (drag, seen, stop)
+    };
+
     // Dropped on the target.
-    let stop = Arc::new(AtomicBool::new(false));
-    let (_win, seen) = target(&d, 400, 100, stop.clone());
-    hand.move_to(100, 100);
-    hand.button(true);
-    let drag = drag::start(URI.to_string(), Some(d.clone())).unwrap();
-    std::thread::sleep(Duration::from_millis(100));
-    hand.glide((100, 100), (550, 250));
-    std::thread::sleep(Duration::from_millis(200));
+    let (drag, seen, _stop) = over_target();
     hand.button(false);
     assert_eq!(wait(drag), DragOutcome::Dropped);
     let seen = seen.join().unwrap();
@@ -250,14 +256,7 @@ fn a_drag_drops_the_uri_escape_cancels_and_the_desktop_takes_nothing() {
     assert_eq!(seen.dropped.as_deref(), Some(format!("{URI}\r\n").as_str()));
 
     // Escape over the target: left, not dropped.
-    let stop = Arc::new(AtomicBool::new(false));
-    let (_win, seen) = target(&d, 400, 100, stop.clone());
-    hand.move_to(100, 100);
-    hand.button(true);
-    let drag = drag::start(URI.to_string(), Some(d.clone())).unwrap();
-    std::thread::sleep(Duration::from_millis(100));
-    hand.glide((100, 100), (550, 250));
-    std::thread::sleep(Duration::from_millis(200));
+    let (drag, seen, stop) = over_target();
     hand.escape();
     assert_eq!(wait(drag), DragOutcome::Cancelled);
     hand.button(false);

@@ -12,7 +12,7 @@ use serde::Deserialize;
 
 use crate::feel::features::{FEATURE_NAMES, FEATURE_SPEC_VERSION, Features, features_for_bars};
 use crate::files::write_atomically;
-use crate::listen::midifile::read_midi_file;
+use crate::listen::midifile::{Piece, read_midi_file};
 use crate::listen::notes::BarWindow;
 
 /// The velocity every note gets in the flattened ("no dynamics") variant of an export.
@@ -76,30 +76,41 @@ pub fn labelled_pieces(data: &Path, report: &mut ExportReport) -> Result<Vec<Lab
     labelled_pieces_with(data, report, false)
 }
 
+/// A labelled MIDI file (velocities flattened when `flat`); `None`, with the reason in the
+/// report's skipped list, when it cannot be read.
+fn read_piece(path: &Path, report: &mut ExportReport, flat: bool) -> Option<Piece> {
+    match read_midi_file(path) {
+        Ok(mut piece) => {
+            if flat {
+                flatten_velocities(&mut piece.notes);
+            }
+            Some(piece)
+        }
+        Err(err) => {
+            report.skipped.push(format!("{err:#}"));
+            None
+        }
+    }
+}
+
+/// A data set's `labels.json`: a non-empty JSON list of `T`.
+fn read_labels<T: serde::de::DeserializeOwned>(path: &Path, set: &str) -> Result<Vec<T>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("{}: cannot read {set} labels (is the data set there?)", path.display()))?;
+    let entries: Vec<T> = serde_json::from_str(&text).with_context(|| format!("{}: not valid labels", path.display()))?;
+    if entries.is_empty() {
+        bail!("{}: no labelled {set} music", path.display());
+    }
+    Ok(entries)
+}
+
 /// [`labelled_pieces`], with every velocity flattened first when `flat`.
 pub fn labelled_pieces_with(data: &Path, report: &mut ExportReport, flat: bool) -> Result<Vec<LabelledPiece>> {
     let labelled = data.join("vgmidi/labelled");
-    let labels_path = labelled.join("labels.json");
-    let text = std::fs::read_to_string(&labels_path)
-        .with_context(|| format!("{}: cannot read VGMIDI labels (is the data set there?)", labels_path.display()))?;
-    let entries: Vec<LabelEntry> =
-        serde_json::from_str(&text).with_context(|| format!("{}: not valid labels", labels_path.display()))?;
-    if entries.is_empty() {
-        bail!("{}: no labelled pieces", labels_path.display());
-    }
+    let entries: Vec<LabelEntry> = read_labels(&labelled.join("labels.json"), "VGMIDI")?;
     let mut out = Vec::new();
     for e in entries {
         let path = labelled.join(&e.midi);
-        let mut piece = match read_midi_file(&path) {
-            Ok(p) => p,
-            Err(err) => {
-                report.skipped.push(format!("{err:#}"));
-                continue;
-            }
-        };
-        if flat {
-            flatten_velocities(&mut piece.notes);
-        }
+        let Some(piece) = read_piece(&path, report, flat) else { continue };
         // VGMIDI counts measures in the file's meter for most pieces, but in 4/4 for a few with
         // meter changes; use whichever grid covers the rated measures.
         let mut bars = piece.bars.clone();
@@ -210,30 +221,14 @@ pub struct EmopiaClip {
 /// host with the metronome off give the estimator for free-time performance.
 pub fn emopia_clips(data: &Path, report: &mut ExportReport, flat: bool) -> Result<Vec<EmopiaClip>> {
     let dir = data.join("emopia");
-    let labels_path = dir.join("labels.json");
-    let text = std::fs::read_to_string(&labels_path)
-        .with_context(|| format!("{}: cannot read EMOPIA labels (is the data set there?)", labels_path.display()))?;
-    let entries: Vec<EmopiaLabel> =
-        serde_json::from_str(&text).with_context(|| format!("{}: not valid labels", labels_path.display()))?;
-    if entries.is_empty() {
-        bail!("{}: no clips", labels_path.display());
-    }
+    let entries: Vec<EmopiaLabel> = read_labels(&dir.join("labels.json"), "EMOPIA")?;
     let mut out = Vec::new();
     for e in entries {
         if !(1..=4).contains(&e.quadrant) || e.valence_sign.abs() != 1 || e.arousal_sign.abs() != 1 {
             report.skipped.push(format!("{}: label out of range", e.midi));
             continue;
         }
-        let mut piece = match read_midi_file(&dir.join(&e.midi)) {
-            Ok(p) => p,
-            Err(err) => {
-                report.skipped.push(format!("{err:#}"));
-                continue;
-            }
-        };
-        if flat {
-            flatten_velocities(&mut piece.notes);
-        }
+        let Some(piece) = read_piece(&dir.join(&e.midi), report, flat) else { continue };
         if piece.bars.is_empty() {
             report.skipped.push(format!("{}: no bars", e.midi));
             continue;
