@@ -495,7 +495,7 @@ impl App {
         ui.checkbox(&mut self.drag_with_heard, "+ heard").on_hover_text("drag the bars heard before the continuation too");
         let bytes = midi_bytes(&self.shared, &self.params, self.drag_with_heard);
         let ready = bytes.is_some() && self.drag.is_none();
-        let text = egui::RichText::new("✥ Drag MIDI").color(if ready { palette::TEXT } else { palette::MUTED });
+        let text = egui::RichText::new("Drag MIDI").color(if ready { palette::TEXT } else { palette::MUTED });
         let handle = ui.add(egui::Button::new(text).sense(Sense::drag()));
         let handle = match (&bytes, &self.drag) {
             (None, _) => handle.on_hover_text("nothing to drag yet: the continuation appears once it has been generated"),
