@@ -404,12 +404,7 @@ impl ClapTestHost {
         }
 
         set_phase("instantiate", Some(Duration::from_secs(30)));
-        let host_info = HostInfo::new(
-            "Moodfader test host",
-            "Moodfader developers",
-            "https://example.invalid/moodfader-tests",
-            "0.1.0",
-        )?;
+        let host_info = test_host_info()?;
         let plugin_id_c = CString::new(plugin_id)?;
         let echo_log = std::env::var_os("MOODFADER_TEST_QUIET_LOG").is_none();
         let instance = PluginInstance::<TestHost>::new(
@@ -649,7 +644,7 @@ impl ClapTestHost {
         let factory: PresetDiscoveryFactory = entry
             .get_factory()
             .context("the library has no preset-discovery factory")?;
-        let host_info = HostInfo::new("Moodfader test host", "Moodfader developers", "https://example.invalid", "0.1.0")?;
+        let host_info = test_host_info()?;
         let mut found = Vec::new();
         for descriptor in factory.provider_descriptors() {
             let id = descriptor.id().context("a provider descriptor has no id")?.to_owned();
@@ -986,6 +981,11 @@ mod unit {
         assert_eq!(e.bar_start.to_float(), 6.0);
         assert!(!e.flags.contains(TransportFlags::IS_PLAYING));
     }
+}
+
+/// How the test host introduces itself to the plugin and to its preset providers.
+fn test_host_info() -> Result<HostInfo> {
+    Ok(HostInfo::new("Moodfader test host", "Moodfader developers", "https://example.invalid/moodfader-tests", "0.1.0")?)
 }
 
 /// A preset as a provider described it to the host.

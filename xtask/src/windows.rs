@@ -353,13 +353,7 @@ pub fn check(ws: &Workspace, linux_rt: &runtime::Runtime) -> Result<Step> {
         report.push(format!("continue ({name}, seed 7): the same MIDI"));
     }
     // The clack-host tests, cross-built, on the Windows .clap.
-    let mut build_tests = cargo_cmd(["test", "-p", "moodfader-tests", "--test", "clap_host", "--no-run", "--message-format=json"]);
-    build_tests.args(["--target", WINDOWS_TARGET]);
-    let out = workspace::run_capture("cargo test --no-run clap_host (Windows)", &mut build_tests, limit::CARGO)?;
-    let test_exe = test_executable(&String::from_utf8_lossy(&out.stdout))
-        .context("cargo named no executable for the clap_host test (Windows)")?;
-    let test_dir = test_exe.parent().context("test executable has no folder")?;
-    copy(&stub, &test_dir.join("bcryptprimitives.dll"))?;
+    let test_exe = windows_test_executable(&["-p", "moodfader-tests", "--test", "clap_host"], "clap_host tests", &stub)?;
     let mut host_tests = wine.program(&test_exe);
     host_tests
         .args(["--test-threads=1", "--nocapture"])
@@ -371,12 +365,7 @@ pub fn check(ws: &Workspace, linux_rt: &runtime::Runtime) -> Result<Step> {
 
     // The drag-out's COM objects (plugin/src/dragout/windows.rs), as a drop target uses them; in
     // release, so the bundle's compiled dependencies are reused.
-    let mut build_drag_tests = cargo_cmd(["test", "--release", "-p", PLUGIN_PACKAGE, "--lib", "--no-run", "--message-format=json"]);
-    build_drag_tests.args(["--target", WINDOWS_TARGET]);
-    let out = workspace::run_capture("cargo test --no-run moodfader --lib (Windows)", &mut build_drag_tests, limit::CARGO)?;
-    let drag_exe = test_executable(&String::from_utf8_lossy(&out.stdout))
-        .context("cargo named no executable for the plugin's unit tests (Windows)")?;
-    copy(&stub, &drag_exe.parent().context("test executable has no folder")?.join("bcryptprimitives.dll"))?;
+    let drag_exe = windows_test_executable(&["--release", "-p", PLUGIN_PACKAGE, "--lib"], "the plugin's unit tests", &stub)?;
     let mut drag_tests = wine.program(&drag_exe);
     drag_tests.args(["dragout::windows", "--test-threads=1"]).current_dir(&work);
     workspace::run("drag-out's COM objects (Windows, Wine)", &mut drag_tests, limit::TOOL)?;
@@ -386,6 +375,18 @@ pub fn check(ws: &Workspace, linux_rt: &runtime::Runtime) -> Result<Step> {
         eprintln!("[xtask] windows: {line}");
     }
     Ok(Step::Passed)
+}
+
+/// Cross-builds the test binary `cargo test ARGS` names for Windows, puts the Wine-only
+/// `ProcessPrng` stand-in `stub` beside it, and returns its path.
+fn windows_test_executable(args: &[&str], what: &str, stub: &Path) -> Result<PathBuf> {
+    let mut build = cargo_cmd(["test", "--no-run", "--message-format=json", "--target", WINDOWS_TARGET]);
+    build.args(args);
+    let out = workspace::run_capture(&format!("cargo test --no-run, {what} (Windows)"), &mut build, limit::CARGO)?;
+    let exe = test_executable(&String::from_utf8_lossy(&out.stdout))
+        .with_context(|| format!("cargo named no executable for {what} (Windows)"))?;
+    copy(stub, &exe.parent().context("test executable has no folder")?.join("bcryptprimitives.dll"))?;
+    Ok(exe)
 }
 
 fn copy(from: &Path, to: &Path) -> Result<()> {

@@ -166,7 +166,7 @@ pub fn continue_notes(
         dissonance_target,
         mode_target,
         articulation_target: governed(Attribute::Articulation),
-        velocity_target: governed(Attribute::Dynamics).map(|v| v * 127.0),
+        velocity_target: governed(Attribute::Dynamics).map(|v| v * Attribute::Dynamics.unit().1),
         register_target: governed(Attribute::Register),
         range_target: governed(Attribute::PitchRange),
         ..Default::default()

@@ -354,7 +354,7 @@ impl Player {
             return;
         }
         let now_beats = tick.beats;
-        let beats_per_s = tick.tempo_bpm.clamp(1.0, 2000.0) / 60.0;
+        let beats_per_s = tick.beats_per_s();
         let bar_len = BarWindow::len_beats_for_meter(tick.sig_num as u32, tick.sig_den as u32);
         let playing = tick.playing;
         // The bar grid: the host's bars while playing, the listening clock's otherwise.
@@ -377,15 +377,15 @@ impl Player {
         self.seen_requests = Some(requests);
         let Some(start) = start else { return };
         self.armed = false;
-        self.start(shared, live, tick, start, bar_len, bars, beats_per_s);
+        self.start(shared, live, tick, start, bar_len, bars);
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn start(&mut self, shared: &Shared, live: &LiveEstimator, tick: &Tick, start: f64, bar_len: f64, bars: u32, beats_per_s: f64) {
+    fn start(&mut self, shared: &Shared, live: &LiveEstimator, tick: &Tick, start: f64, bar_len: f64, bars: u32) {
         let Some(g) = &self.generator else { return };
         let c = &shared.controls;
         // The primer is what was heard before the tick, as it stood there.
         let (now_s, now_beats) = (tick.time_s, tick.beats);
+        let beats_per_s = tick.beats_per_s();
         let tempo = beats_per_s * 60.0;
         let window = |start_beats: f64| {
             let start_s = now_s + (start_beats - now_beats) / beats_per_s;

@@ -126,15 +126,11 @@ impl AudioSide {
     }
 
     /// Offline rendering (the host said so on activation): each block waits for the worker,
-    /// woken through `worker`. Call from `activate()`.
+    /// woken through `worker`. Call from `activate()`, after `Shared::offline` was set for the
+    /// worker to read.
     pub fn set_offline(&mut self, offline: bool, worker: Option<std::thread::Thread>) {
         self.offline = offline;
         self.worker_thread = worker;
-        self.shared.offline.store(offline, Ordering::Release);
-    }
-
-    pub fn is_offline(&self) -> bool {
-        self.offline
     }
 
     /// Offline only (in real time it returns at once): waits until the worker has handled every

@@ -53,6 +53,13 @@ pub struct Tick {
     pub requests: u32,
 }
 
+impl Tick {
+    /// The tempo at the point in beats per second (a tempo out of 1..2000 BPM is clamped).
+    pub fn beats_per_s(&self) -> f64 {
+        self.tempo_bpm.clamp(1.0, 2000.0) / 60.0
+    }
+}
+
 /// What a scheduled output event does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ScheduledKind {
