@@ -76,6 +76,18 @@ fn hand_computed_features() {
     close(f[0][idx("melody_pitch")], 67.0, "bar 0 melody is the triad's top");
     close(f[0][idx("bass_pitch")], 60.0, "bar 0 bass");
     close(f[0][idx("melodic_leap")], 0.0, "bar 0 no steps");
+    // Bar 0's harmony: C major in C major. The best minor triad (A-C-E or E-G-B) holds 2 of 3.
+    close(f[0][idx("triad_quality")], 1.0 / 3.0, "bar 0 triad quality");
+    close(f[0][idx("in_key")], 1.0, "bar 0 in the key");
+    close(f[0][idx("tonic_triad")], 1.0, "bar 0 tonic triad");
+    close(f[0][idx("dominant_triad")], 1.0 / 3.0, "bar 0 dominant (G)");
+    close(f[0][idx("subdominant_triad")], 1.0 / 3.0, "bar 0 subdominant (C)");
+    close(f[0][idx("bass_third")], 1.0, "bar 0 major third over the bass");
+    // Bar 1's melody: 14 of 15 steps conjunct, 14 up and 1 down; single notes have no third.
+    close(f[1][idx("melody_conjunct")], 14.0 / 15.0, "bar 1 conjunct");
+    close(f[1][idx("melody_contour")], 13.0 / 15.0, "bar 1 contour");
+    close(f[1][idx("bass_third")], 0.0, "bar 1 no chords");
+    close(f[1][idx("triad_quality")], 0.0, "bar 1 the scale leans neither way");
 
     // Bar 2: silence.
     close(f[2][idx("silent")], 1.0, "bar 2 silent");
@@ -84,6 +96,34 @@ fn hand_computed_features() {
     for bar in &f {
         assert!(bar.iter().all(|v| v.is_finite()));
     }
+}
+
+/// Two bars of an A minor triad in first inversion (C-E-A), then one of E major (the minor key's
+/// dominant, G# the leading tone).
+#[test]
+fn minor_harmony_reads_minor() {
+    let mut ev: Vec<(u32, Vec<u8>)> = Vec::new();
+    for chord in [[60u8, 64, 69], [60, 64, 69], [64, 68, 71]] {
+        for p in chord {
+            ev.push((0, vec![0x90, p, 90]));
+        }
+        ev.push((1920, vec![0x80, chord[0], 0]));
+        ev.push((0, vec![0x80, chord[1], 0]));
+        ev.push((0, vec![0x80, chord[2], 0]));
+    }
+    let piece = parse_midi(&smf(480, &ev)).unwrap();
+    let f = features_for_bars(&piece.notes, &piece.bars);
+    let close = |got: f32, want: f32, what: &str| assert!((got - want).abs() < 1e-4, "{what}: got {got}, want {want}");
+    close(f[0][idx("triad_quality")], -1.0 / 3.0, "A minor triad");
+    // The bass is C: E is its major third, so an inversion reads major over the bass.
+    close(f[0][idx("bass_third")], 1.0, "C under E");
+    close(f[2][idx("triad_quality")], 1.0 / 3.0, "E major triad");
+    close(f[2][idx("bass_third")], 1.0, "E under G#");
+    assert!(f[2][idx("mode")] < 0.0, "the three bars read as A minor: {}", f[2][idx("mode")]);
+    close(f[2][idx("in_key")], 1.0, "G# is the minor key's leading tone");
+    close(f[2][idx("dominant_triad")], 1.0, "E major is V of A minor");
+    close(f[2][idx("tonic_triad")], 1.0 / 3.0, "E is in the tonic triad too");
+    close(f[2][idx("subdominant_triad")], 0.0, "nothing of D minor");
 }
 
 #[test]

@@ -12,10 +12,11 @@ use crate::listen::notes::{BarWindow, Note};
 /// History: 1 first release; 2 bounded look-back ([`MAX_LOOKBACK_NOTES`]) for held notes;
 /// 3 the context vector gains the long mean ([`LongMean`]); 4 melody and bass register, melodic
 /// motion and leaps, harmonic changes; 5 the long mean starts again at a new section
-/// ([`LONG_MEAN_NOVELTY`]).
-pub const FEATURE_SPEC_VERSION: u32 = 5;
+/// ([`LONG_MEAN_NOVELTY`]); 6 harmony relative to the key (chord quality, scale, tonic, dominant
+/// and subdominant weight, the third above the bass) and melodic contour.
+pub const FEATURE_SPEC_VERSION: u32 = 6;
 
-pub const NUM_FEATURES: usize = 19;
+pub const NUM_FEATURES: usize = 27;
 
 /// Feature names, in the order of the feature vector.
 pub const FEATURE_NAMES: [&str; NUM_FEATURES] = [
@@ -38,7 +39,19 @@ pub const FEATURE_NAMES: [&str; NUM_FEATURES] = [
     "melodic_motion", // mean signed step of the top voice between onsets, semitones, clamped to ±12
     "melodic_leap",   // mean size of those steps, semitones, clamped to 12
     "harmonic_changes", // fraction of onsets whose pitch-class set differs from the onset before
+    "triad_quality",    // best major-triad share of the bar's pitch-class weight minus best minor-triad share
+    "in_key",           // share of the bar's pitch-class weight in the key's scale (minor: natural plus leading tone)
+    "tonic_triad",      // share on the key's tonic triad (I or i)
+    "dominant_triad",   // share on the dominant triad (V, major in either mode)
+    "subdominant_triad", // share on the subdominant triad (IV in major, iv in minor)
+    "bass_third",       // over onsets: major third above the lowest sounding note (+1) or minor third (-1)
+    "melody_conjunct",  // share of top-voice steps of at most two semitones (repeats included)
+    "melody_contour",   // top-voice steps up minus steps down, over all steps
 ];
+
+/// Scale degrees (semitones above the tonic) that feature `in_key` counts, major and minor.
+const MAJOR_SCALE: [u8; 7] = [0, 2, 4, 5, 7, 9, 11];
+const MINOR_SCALE: [u8; 8] = [0, 2, 3, 5, 7, 8, 10, 11];
 
 /// Number of bars (this one included) whose pitch classes decide the key.
 pub const KEY_WINDOW_BARS: usize = 4;
@@ -62,14 +75,16 @@ pub const LONG_MEAN_NOVELTY: f32 = 1.5;
 
 /// Features the section test compares (levels a listener hears change): density, dynamics,
 /// register, range, articulation, note length, polyphony, dissonance, melody and bass.
-pub const NOVELTY_FEATURES: [bool; NUM_FEATURES] =
-    [true, true, true, false, true, true, false, false, true, true, true, true, false, false, true, true, false, false, false];
+pub const NOVELTY_FEATURES: [bool; NUM_FEATURES] = [
+    true, true, true, false, true, true, false, false, true, true, true, true, false, false, true, true, false, false, false,
+    false, false, false, false, false, false, false, false,
+];
 
 /// Each feature's spread (standard deviation over the 8 805 labelled VGMIDI bars): the unit of
-/// the section test.
+/// the section test (1 for the features it does not compare).
 pub const NOVELTY_SCALE: Features = [
     4.837, 0.239, 0.189, 0.041, 10.698, 12.914, 0.177, 0.124, 0.295, 0.902, 1.736, 0.166, 35.226, 0.118, 12.508, 11.818,
-    2.255, 3.162, 0.285,
+    2.255, 3.162, 0.285, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0,
 ];
 
 /// How far `f` lies from `mean` for the section test (see [`LONG_MEAN_NOVELTY`]).
@@ -172,6 +187,7 @@ pub fn bar_features(notes: &[Note], w: &BarWindow, key_hist: &[f32; 12]) -> Feat
     let key = find_key(key_hist);
     f[6] = key.mode;
     f[7] = key.clarity;
+    harmony_in_key(&pitch_class_hist(notes, w), key, &mut f);
 
     // Articulation: how much of the gap to the next onset (or the bar end) a note fills. Walk
     // the bar backwards keeping the onset of the next group of simultaneous onsets: linear time.
@@ -220,6 +236,7 @@ pub fn bar_features(notes: &[Note], w: &BarWindow, key_hist: &[f32; 12]) -> Feat
     // Dissonance among notes sounding at each onset, counted once per note that starts there.
     // One chord per group of simultaneous onsets, looking back a bounded number of notes.
     let (mut pairs, mut dissonant) = (0u32, 0u32);
+    let (mut chords, mut thirds) = (0u32, 0i32);
     let mut i = first;
     while i < end {
         let onset = notes[i].onset_s;
@@ -238,6 +255,12 @@ pub fn bar_features(notes: &[Note], w: &BarWindow, key_hist: &[f32; 12]) -> Feat
                 num_chord += 1;
             }
         }
+        if num_starting > 0 && num_chord > 0 {
+            let bass = chord[..num_chord].iter().copied().min().unwrap_or(0);
+            let above = |iv: u8| chord[..num_chord].iter().any(|&p| (p - bass) % 12 == iv);
+            chords += 1;
+            thirds += above(4) as i32 - above(3) as i32;
+        }
         for a in 0..num_chord {
             for b in a + 1..num_chord {
                 let iv = chord[a].abs_diff(chord[b]);
@@ -251,10 +274,12 @@ pub fn bar_features(notes: &[Note], w: &BarWindow, key_hist: &[f32; 12]) -> Feat
         i = group_end;
     }
     f[11] = if pairs > 0 { dissonant as f32 / pairs as f32 } else { 0.0 };
+    f[24] = if chords > 0 { thirds as f32 / chords as f32 } else { 0.0 };
 
     // The top voice and the bass, and how the harmony moves: one pass over the onset groups.
     let (mut groups, mut top_sum, mut bass_sum) = (0u32, 0.0f32, 0.0f32);
     let (mut steps, mut motion, mut leap, mut changes) = (0u32, 0.0f32, 0.0f32, 0u32);
+    let (mut conjunct, mut contour) = (0u32, 0i32);
     let (mut prev_top, mut prev_set): (Option<u8>, u16) = (None, 0);
     let mut i = first;
     while i < end {
@@ -282,6 +307,8 @@ pub fn bar_features(notes: &[Note], w: &BarWindow, key_hist: &[f32; 12]) -> Feat
             motion += step;
             leap += step.abs();
             changes += (set != prev_set) as u32;
+            conjunct += (step.abs() <= 2.0) as u32;
+            contour += (top > p) as i32 - (top < p) as i32;
         }
         prev_top = Some(top);
         prev_set = set;
@@ -294,6 +321,8 @@ pub fn bar_features(notes: &[Note], w: &BarWindow, key_hist: &[f32; 12]) -> Feat
         f[16] = motion / steps as f32;
         f[17] = leap / steps as f32;
         f[18] = changes as f32 / steps as f32;
+        f[25] = conjunct as f32 / steps as f32;
+        f[26] = contour as f32 / steps as f32;
     }
 
     for v in f.iter_mut() {
@@ -302,6 +331,28 @@ pub fn bar_features(notes: &[Note], w: &BarWindow, key_hist: &[f32; 12]) -> Feat
         }
     }
     f
+}
+
+/// The harmony features of a bar (its duration-weighted pitch-class histogram `hist`) relative to
+/// `key`: `triad_quality`, `in_key`, `tonic_triad`, `dominant_triad`, `subdominant_triad`. All are
+/// shares of the bar's pitch-class weight, so they do not depend on loudness, length or tempo.
+fn harmony_in_key(hist: &[f32; 12], key: crate::listen::keyfind::KeyEstimate, f: &mut Features) {
+    let total: f32 = hist.iter().sum();
+    if total.partial_cmp(&1e-9) != Some(std::cmp::Ordering::Greater) {
+        return;
+    }
+    let share = |pcs: &[u8], root: u8| pcs.iter().map(|&d| hist[((root + d) % 12) as usize]).sum::<f32>() / total;
+    let (mut major, mut minor) = (0.0f32, 0.0f32);
+    for root in 0..12 {
+        major = major.max(share(&[0, 4, 7], root));
+        minor = minor.max(share(&[0, 3, 7], root));
+    }
+    let t = key.tonic % 12;
+    f[19] = major - minor;
+    f[20] = if key.is_major { share(&MAJOR_SCALE, t) } else { share(&MINOR_SCALE, t) };
+    f[21] = share(if key.is_major { &[0, 4, 7] } else { &[0, 3, 7] }, t);
+    f[22] = share(&[7, 11, 2], t);
+    f[23] = share(if key.is_major { &[5, 9, 0] } else { &[5, 8, 0] }, t);
 }
 
 /// Features for every bar of a sorted note list, with the key window applied.
