@@ -34,7 +34,8 @@ Usage:
   cargo xtask train emotion [script args]    setup, venv, export features, train the emotion model
   cargo xtask screenshot                     the standalone panel under Xvfb: screenshot + checks
   cargo xtask invariants                     the architecture checks alone (on the last bundle)
-  cargo xtask eval continuation              measure models/continuation.onnx, write its metrics
+  cargo xtask eval continuation              measure models/continuation.onnx (faders, emotion grid,
+                                             faithfulness, the separate judge), write its metrics
   cargo xtask train continuation [args]      export tokens, train/resume the continuation model
                                              (--minutes M bounds a run), export, calibrate
                                              its emotion bridge, measure it

@@ -644,13 +644,20 @@ fn fit_bridge(rt: &runtime::Runtime, models: &Path, data: &Path) -> Result<()> {
 /// Measures the continuation model in `models/` and writes `metrics` into its manifest.
 pub fn merge_continuation_metrics(rt: &runtime::Runtime, models: &Path) -> Result<()> {
     let mut metrics = serde_json::Map::new();
+    let work = models.join("train").join("work");
+    let trials = work.join("emotion_trials");
     for (name, quick) in [("quick", true), ("full", false)] {
-        let out = models.join("train").join("work").join(format!("continuation_eval_{name}.json"));
+        let out = work.join(format!("continuation_eval_{name}.json"));
         let mut eval = moodfader_lab();
         eval.arg("eval-continuation").arg("-o").arg(&out);
         if quick {
             eval.arg("--quick");
         } else {
+            // The full grid's emotion trials as MIDI, for the separate judge below.
+            if trials.is_dir() {
+                fs::remove_dir_all(&trials).with_context(|| format!("{}: cannot clear", trials.display()))?;
+            }
+            eval.arg("--dump-emotion").arg(&trials);
             let data = data_dir(models.parent().unwrap_or(models), std::env::var_os(DATA_ENV));
             if data.is_dir() {
                 eval.arg("--heldout").arg(data);
@@ -662,6 +669,28 @@ pub fn merge_continuation_metrics(rt: &runtime::Runtime, models: &Path) -> Resul
         workspace::run(&format!("moodfader lab eval-continuation ({name})"), &mut eval, limit::TRAINING)?;
         let text = fs::read_to_string(&out).with_context(|| format!("{}: cannot read", out.display()))?;
         metrics.insert(name.into(), serde_json::from_str(&text)?);
+    }
+    // How close the unsteered continuation stays to the real next bars of unseen pieces.
+    let data = data_dir(models.parent().unwrap_or(models), std::env::var_os(DATA_ENV));
+    if data.is_dir() {
+        let out = models.join("train").join("work").join("continuation_faithfulness.json");
+        let mut eval = moodfader_lab();
+        eval.arg("eval-faithfulness").arg("--data").arg(&data).arg("-o").arg(&out);
+        eval.env(ORT_DYLIB_ENV, &rt.ort_lib).env("MOODFADER_MODEL_DIR", models);
+        workspace::run("moodfader lab eval-faithfulness", &mut eval, limit::TRAINING)?;
+        let text = fs::read_to_string(&out).with_context(|| format!("{}: cannot read", out.display()))?;
+        metrics.insert("faithfulness".into(), serde_json::from_str(&text)?);
+        // The emotion grid read by a judge the bridge was not fitted against (judge.py).
+        let train_dir = models.join("train");
+        let python = python_venv(&train_dir.join(".venv"), &train_dir.join("requirements.txt"))?;
+        let out = work.join("judge.json");
+        let mut judge = Command::new(&python);
+        judge.arg(train_dir.join("judge.py")).arg("--data").arg(&data).arg("--trials").arg(&trials).arg("--out").arg(&out);
+        workspace::run("judge.py", &mut judge, limit::TRAINING)?;
+        let text = fs::read_to_string(&out).with_context(|| format!("{}: cannot read", out.display()))?;
+        metrics.insert("judge".into(), serde_json::from_str(&text)?);
+    } else {
+        eprintln!("[xtask] WARNING: no data at {}: faithfulness to the real next bars and the separate judge are not measured", data.display());
     }
     let manifest_path = models.join("continuation.json");
     let text = fs::read_to_string(&manifest_path).with_context(|| format!("{}: cannot read", manifest_path.display()))?;

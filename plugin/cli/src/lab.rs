@@ -33,6 +33,7 @@ pub enum LabCommand {
     ExportFeatures(ExportFeaturesArgs),
     ExportTokens(ExportTokensArgs),
     EvalContinuation(EvalContinuationArgs),
+    EvalFaithfulness(EvalFaithfulnessArgs),
     FitBridge(FitBridgeArgs),
     EvalAudio(EvalAudioArgs),
     EvalCalibration(EvalCalibrationArgs),
@@ -43,6 +44,7 @@ pub fn run(c: LabCommand) -> Result<()> {
         LabCommand::ExportFeatures(a) => export_features(a),
         LabCommand::ExportTokens(a) => export_tokens_cmd(a),
         LabCommand::EvalContinuation(a) => eval_continuation(a),
+        LabCommand::EvalFaithfulness(a) => eval_faithfulness(a),
         LabCommand::FitBridge(a) => fit_bridge(a),
         LabCommand::EvalAudio(a) => eval_audio(a),
         LabCommand::EvalCalibration(a) => eval_calibration(a),
@@ -181,6 +183,10 @@ pub struct EvalContinuationArgs {
     /// Skip the emotion grid.
     #[arg(long)]
     no_emotion: bool,
+    /// Write every continuation of the emotion grid here as MIDI, with `trials.json` (target,
+    /// primer, seed, the estimator's reading), for a separate judge (models/train/judge.py).
+    #[arg(long, value_name = "DIR")]
+    dump_emotion: Option<PathBuf>,
     /// Write the report (JSON) here instead of stdout.
     #[arg(short = 'o', value_name = "OUT.json")]
     out: Option<PathBuf>,
@@ -197,7 +203,7 @@ fn fader_mask(list: &str) -> Result<u8, String> {
 }
 
 fn eval_continuation(a: EvalContinuationArgs) -> Result<()> {
-    use moodfader_engine::lab::evaluate::{EvalConfig, Primer, demo_primers, evaluate, heldout_primers};
+    use moodfader_engine::lab::evaluate::{EvalConfig, Primer, demo_primers, evaluate_with, heldout_primers};
     use moodfader_engine::play::continuation::ContinuationModel;
 
     let primers = match &a.primer {
@@ -214,7 +220,8 @@ fn eval_continuation(a: EvalContinuationArgs) -> Result<()> {
         cfg.attributes = mask;
     }
     cfg.emotion = !a.no_emotion;
-    let report = evaluate(&mut model, &mut emotion, &primers, cfg)?;
+    let mut dump = EmotionDump::new(a.dump_emotion.as_deref())?;
+    let report = evaluate_with(&mut model, &mut emotion, &primers, cfg, &mut |t| dump.add("demo", &primers[t.primer].name, t))?;
     // Also on pieces the model never saw (the validation split), when the data is given.
     let heldout_report = match &a.heldout {
         Some(dir) => {
@@ -222,12 +229,13 @@ fn eval_continuation(a: EvalContinuationArgs) -> Result<()> {
             if primers.is_empty() {
                 bail!("{}: no corpus pieces (Pop1K7, POP909, EMOPIA, VGMIDI) found for held-out primers", dir.display());
             }
-            let r = evaluate(&mut model, &mut emotion, &primers, EvalConfig { seeds: 1, ..cfg })?;
+            let r = evaluate_with(&mut model, &mut emotion, &primers, EvalConfig { seeds: 1, ..cfg }, &mut |t| dump.add("heldout", &primers[t.primer].name, t))?;
             eprintln!("held-out primers ({}): {}", primers.len(), eval_summary(&r));
             Some(r)
         }
         None => None,
     };
+    dump.finish()?;
     let mut value = serde_json::to_value(&report)?;
     if let Some(h) = &heldout_report {
         value["heldout_primers"] = serde_json::to_value(h)?;
@@ -247,6 +255,129 @@ fn eval_continuation(a: EvalContinuationArgs) -> Result<()> {
     print_faders("demo primers", &report);
     if let Some(h) = &heldout_report {
         print_faders("held-out primers", h);
+    }
+    Ok(())
+}
+
+/// `eval-continuation --dump-emotion`: the emotion grid's continuations as MIDI files and an index.
+struct EmotionDump {
+    dir: Option<PathBuf>,
+    trials: Vec<serde_json::Value>,
+}
+
+impl EmotionDump {
+    fn new(dir: Option<&std::path::Path>) -> Result<Self> {
+        if let Some(d) = dir {
+            std::fs::create_dir_all(d).with_context(|| format!("{}: cannot create", d.display()))?;
+        }
+        Ok(Self { dir: dir.map(PathBuf::from), trials: Vec::new() })
+    }
+
+    fn add(&mut self, set: &str, primer_name: &str, t: &moodfader_engine::lab::evaluate::EmotionTrial) -> Result<()> {
+        let Some(dir) = &self.dir else { return Ok(()) };
+        let file = format!("{set}_{:02}_{:+.1}_{:+.1}_{}.mid", t.primer, t.target.0, t.target.1, t.seed);
+        let tempo = t.bars.first().map_or(120.0, |b| b.tempo_bpm);
+        // Notes on the continuation's own timeline: its first bar starts the file.
+        let start = t.bars.first().map_or(0.0, |b| b.start_beats);
+        let notes: Vec<_> = t.notes.iter().map(|n| moodfader_engine::Note { onset_beats: n.onset_beats - start, ..*n }).collect();
+        let len = t.bars.first().map_or(4.0, |b| b.len_beats);
+        let meter = if (len - len.round()).abs() < 1e-9 { (len.round() as u32, 4) } else { ((len * 2.0).round() as u32, 8) };
+        write_atomically(&dir.join(&file), &moodfader_engine::play::compose::notes_to_smf(&notes, tempo, meter))?;
+        self.trials.push(serde_json::json!({
+            "file": file, "set": set, "primer": primer_name, "seed": t.seed,
+            "target": [t.target.0, t.target.1], "estimator": [t.reading.0, t.reading.1],
+            "bars": t.bars.len(),
+        }));
+        Ok(())
+    }
+
+    fn finish(&self) -> Result<()> {
+        let Some(dir) = &self.dir else { return Ok(()) };
+        write_atomically(&dir.join("trials.json"), serde_json::to_string_pretty(&self.trials)?.as_bytes())
+    }
+}
+
+/// Measure how close the unsteered continuation stays to where the music really goes.
+///
+/// Openings of validation-split pieces (which the model never saw) are cut into the bars heard and
+/// the bars that really follow; the continuation (steer 0, every fader on auto) and the naive
+/// answer "play the primer's last bars again" are both compared with what follows.
+#[derive(Debug, Args)]
+pub struct EvalFaithfulnessArgs {
+    #[command(flatten)]
+    data: DataArg,
+    /// Pieces to open (spread evenly over the validation split).
+    #[arg(long, value_name = "N", default_value_t = 40)]
+    pieces: usize,
+    /// Bars heard (the primer).
+    #[arg(long, value_name = "BARS", default_value_t = 4)]
+    primer_bars: usize,
+    /// Bars continued and compared.
+    #[arg(long, value_name = "BARS", default_value_t = 4)]
+    bars: usize,
+    /// Continuations per piece (seeds 1..=N).
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    seeds: u64,
+    /// Sampling temperature.
+    #[arg(long, value_name = "T", default_value_t = 1.0)]
+    temperature: f32,
+    /// Diagnosis: sample without keeping to the heard key.
+    #[arg(long)]
+    no_key: bool,
+    /// Weight of the heard pitch classes in the sampler (default: the product's).
+    #[arg(long, value_name = "W", value_parser = non_negative)]
+    pitch_prior: Option<f32>,
+    /// Open pieces of the training split instead (where a sampler setting may be tuned).
+    #[arg(long)]
+    training_split: bool,
+    /// Write the report (JSON) here instead of stdout.
+    #[arg(short = 'o', value_name = "OUT.json")]
+    out: Option<PathBuf>,
+}
+
+fn eval_faithfulness(a: EvalFaithfulnessArgs) -> Result<()> {
+    use moodfader_engine::lab::faithful::{faithfulness, heldout_openings};
+    use moodfader_engine::play::compose::MAX_BARS;
+    use moodfader_engine::play::continuation::ContinuationModel;
+
+    if a.primer_bars == 0 || a.bars == 0 || a.bars > MAX_BARS as usize || a.seeds == 0 || a.pieces == 0 {
+        bail!("--primer-bars, --pieces and --seeds must be at least 1 and --bars 1..={MAX_BARS}");
+    }
+    let data = a.data.dir();
+    let openings = if a.training_split {
+        moodfader_engine::lab::faithful::training_openings(&data, a.pieces, a.primer_bars, a.bars)
+    } else {
+        heldout_openings(&data, a.pieces, a.primer_bars, a.bars)
+    };
+    if openings.is_empty() {
+        bail!("{}: no validation-split piece of at least {} bars found", data.display(), a.primer_bars + a.bars);
+    }
+    moodfader_engine::runtime::ensure_runtime(None)?;
+    let mut model = ContinuationModel::load_default()?;
+    eprintln!("eval-faithfulness: {} pieces, {} bars heard, {} continued, {} seeds", openings.len(), a.primer_bars, a.bars, a.seeds);
+    let bar = progress_bar(openings.len() as u64);
+    let mut opts = moodfader_engine::play::compose::ContinueOptions { temperature: a.temperature, key_aware: !a.no_key, ..Default::default() };
+    if let Some(w) = a.pitch_prior {
+        opts.pitch_prior = w;
+    }
+    let r = faithfulness(&mut model, &openings, a.seeds, &opts, |i| bar.set_position(i as u64))?;
+    bar.finish_and_clear();
+    let json = serde_json::to_string_pretty(&r)?;
+    match &a.out {
+        Some(out) => write_atomically(out, json.as_bytes())?,
+        None => println!("{json}"),
+    }
+    for (what, c) in [("continuation", &r.continuation), ("primer again", &r.replay_primer)] {
+        eprintln!(
+            "  {what:13} pitch-class overlap {:.3}, density |log2| error {:.3}, copies the primer {:.3} ({} notes)",
+            c.pitch_class_overlap, c.density_log2_error, c.copy_fraction, c.notes
+        );
+    }
+    for (set, c, again) in &r.by_data_set {
+        eprintln!(
+            "  {set:13} overlap {:.3} (primer again {:.3}), density error {:.3} ({:.3})",
+            c.pitch_class_overlap, again.pitch_class_overlap, c.density_log2_error, again.density_log2_error
+        );
     }
     Ok(())
 }

@@ -5,9 +5,13 @@
 //! * an empty primer and an odd meter (7/8) still give a valid continuation;
 //! * a corrupt model or a manifest for another vocabulary is refused with a clear reason;
 //! * attribute control, emotion control and key-keeping, re-measured on the quick grid, do not
-//!   fall below what the manifest commits (so a regression cannot land).
+//!   fall below what the manifest commits (so a regression cannot land);
+//! * unsteered, on openings of pieces it never saw, it copies well under half of its notes from
+//!   the primer and stays as close to the real next bars as the manifest commits (when the data
+//!   sets are there; loudly skipped otherwise).
 //!
-//! Needs ONNX Runtime (`cargo xtask setup`, or MOODFADER_ORT_DYLIB). Needs no data set.
+//! Needs ONNX Runtime (`cargo xtask setup`, or MOODFADER_ORT_DYLIB). Only the last check needs
+//! the data sets.
 //!
 //! Thread: test
 
@@ -113,6 +117,40 @@ fn corrupt_model_and_foreign_manifest_are_refused() {
     assert!(format!("{e:#}").contains("token spec 999"), "{e:#}");
     let e = ContinuationModel::from_bytes(EMBEDDED_MODEL, "{not json", ModelOrigin::Embedded).unwrap_err();
     assert!(format!("{e:#}").contains("manifest"), "{e:#}");
+}
+
+#[test]
+fn unsteered_it_stays_near_the_real_next_bars_without_copying() {
+    use moodfader_engine::lab::export::data_dir;
+    use moodfader_engine::lab::faithful::{faithfulness, heldout_openings};
+    let data = data_dir();
+    let openings = heldout_openings(&data, 40, 4, 4);
+    if openings.len() < 20 {
+        moodfader_engine::lab::skipped("faithfulness to the real next bars (continuation.rs)", &format!("no corpus at {} (set MOODFADER_DATA)", data.display()));
+        return;
+    }
+    let mut m = model();
+    let r = faithfulness(&mut m, &openings, 1, &ContinueOptions::default(), |_| {}).unwrap();
+    let (c, again) = (r.continuation, r.replay_primer);
+    eprintln!(
+        "{} openings: overlap {:.3} (primer again {:.3}), density error {:.3} ({:.3}), copied {:.3}",
+        r.pieces.len(),
+        c.pitch_class_overlap,
+        again.pitch_class_overlap,
+        c.density_log2_error,
+        again.density_log2_error,
+        c.copy_fraction
+    );
+    assert!(c.copy_fraction < 0.4, "{:.3} of the continuation repeats the primer note for note", c.copy_fraction);
+    assert_eq!(r.empty_continuations, 0, "an unsteered continuation wrote nothing");
+    let manifest: serde_json::Value = serde_json::from_str(EMBEDDED_MANIFEST).unwrap();
+    // The same trials as the manifest's seed 1; the tolerances cover a few trials sampled
+    // differently on another CPU (int8 arithmetic with or without VNNI).
+    let committed = &manifest["metrics"]["faithfulness"]["per_seed"][0];
+    assert!(committed.is_object(), "the manifest has no metrics.faithfulness.per_seed (run `cargo xtask eval continuation`)");
+    let want = |k: &str| committed[k].as_f64().unwrap_or_else(|| panic!("metrics.faithfulness.per_seed[0].{k} missing"));
+    assert!(c.pitch_class_overlap >= want("pitch_class_overlap") - 0.05, "pitch-class overlap {:.3} fell below the committed {:.3}", c.pitch_class_overlap, want("pitch_class_overlap"));
+    assert!(c.density_log2_error <= want("density_log2_error") + 0.1, "density error {:.3} rose above the committed {:.3}", c.density_log2_error, want("density_log2_error"));
 }
 
 #[test]

@@ -190,8 +190,32 @@ fn corr(x: &[f64], y: &[f64]) -> f64 {
     r2v.sqrt() * slope.signum()
 }
 
+/// One trial of the emotion grid: a continuation steered fully to a target, and how the
+/// project's estimator read it.
+#[derive(Debug, Clone, Copy)]
+pub struct EmotionTrial<'a> {
+    pub primer: usize,
+    pub seed: u64,
+    pub target: (f32, f32),
+    pub reading: (f32, f32),
+    pub notes: &'a [Note],
+    pub bars: &'a [BarWindow],
+}
+
 /// Runs the whole evaluation.
 pub fn evaluate(model: &mut ContinuationModel, emotion: &mut EmotionModel, primers: &[Primer], cfg: EvalConfig) -> Result<EvalReport> {
+    evaluate_with(model, emotion, primers, cfg, &mut |_| Ok(()))
+}
+
+/// [`evaluate`], handing every trial of the emotion grid to `trial` as well (so another judge can
+/// read the same continuations).
+pub fn evaluate_with(
+    model: &mut ContinuationModel,
+    emotion: &mut EmotionModel,
+    primers: &[Primer],
+    cfg: EvalConfig,
+    trial: &mut dyn FnMut(&EmotionTrial) -> Result<()>,
+) -> Result<EvalReport> {
     let scale = model.scale().clone();
     let mut num_generations = 0usize;
     let mut tokens = 0usize;
@@ -307,7 +331,7 @@ pub fn evaluate(model: &mut ContinuationModel, emotion: &mut EmotionModel, prime
     let mut by_target = Vec::new();
     for &(v, a) in targets.iter().filter(|_| cfg.emotion) {
         let (mut sv, mut sa, mut h, mut t) = (0.0f32, 0.0f32, 0usize, 0usize);
-        for p in primers {
+        for (pi, p) in primers.iter().enumerate() {
             for seed in 0..cfg.seeds {
                 let opts = ContinueOptions {
                     bars: cfg.emotion_bars,
@@ -318,6 +342,7 @@ pub fn evaluate(model: &mut ContinuationModel, emotion: &mut EmotionModel, prime
                 };
                 let (notes, future) = run(model, p, cfg.emotion_bars, opts)?;
                 let (ev, ea) = mean_reading(emotion, &notes, &future)?;
+                trial(&EmotionTrial { primer: pi, seed, target: (v, a), reading: (ev, ea), notes: &notes, bars: &future })?;
                 let hit = (ev >= 0.0) == (v >= 0.0) && (ea >= 0.0) == (a >= 0.0);
                 trials += 1;
                 hits += hit as usize;

@@ -7,6 +7,7 @@
 pub mod audio_eval;
 pub mod evaluate;
 pub mod export;
+pub mod faithful;
 
 /// Environment variable that `cargo xtask test` points at a file collecting the checks a test
 /// skipped (one line each), so the run's summary can name them.

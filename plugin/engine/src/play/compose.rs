@@ -12,7 +12,7 @@ use crate::listen::midifile::{Piece, SMF_TICKS_PER_QUARTER, single_track_smf};
 use crate::listen::notes::{BarWindow, Note};
 use crate::play::attributes::AttributeScale;
 use crate::play::continuation::{BarPlan, ContinuationModel, Generated, SamplerSettings};
-use crate::play::steering::{Mode, Scale, SteerRequest, attribute_targets, heard_attributes, heard_key, level_of, target_scale};
+use crate::play::steering::{Mode, Scale, SteerRequest, attribute_targets, heard_attributes, heard_key, heard_pitch_prior, level_of, target_scale};
 use crate::play::tokens;
 use crate::play::tokens::{EOS, NUM_POSITIONS, STEPS_PER_QUARTER, encode, grid_to_notes};
 
@@ -22,6 +22,13 @@ pub const MAX_BARS: u32 = 16;
 pub const HEARD_BARS: usize = 4;
 /// Bars of the primer the key is read from.
 pub const KEY_BARS: usize = 8;
+/// Default weight of the heard pitch classes in the sampler ([`ContinueOptions::pitch_prior`]).
+/// Chosen on openings of training-split pieces (`moodfader lab eval-faithfulness --training-split
+/// --pieces 80 --seeds 8 --pitch-prior W`; 640 continuations each): the pitch-class overlap with
+/// the real next bars was 0.626, 0.650, 0.651 and 0.640 for weights 0, 0.25, 0.5 and 1, the density
+/// error unchanged (0.34); the smallest weight of the best is taken, which copies the least (0.22
+/// of the notes, 0.20 without the prior). Reported on the validation split, which it never saw.
+pub const PITCH_PRIOR_WEIGHT: f32 = 0.25;
 
 /// What to generate.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -38,11 +45,24 @@ pub struct ContinueOptions {
     /// Write in this mode on the heard tonic whatever the mode target (the evaluation places the
     /// modes on the fader with it).
     pub force_mode: Option<Mode>,
+    /// Weight of the heard pitch classes in the sampler ([`heard_pitch_prior`]; 0 for none), when
+    /// keeping to the heard key.
+    pub pitch_prior: f32,
 }
 
 impl Default for ContinueOptions {
     fn default() -> Self {
-        Self { bars: 4, steer: SteerRequest::default(), temperature: 1.0, top_p: 0.95, seed: 1, channel: 0, key_aware: true, force_mode: None }
+        Self {
+            bars: 4,
+            steer: SteerRequest::default(),
+            temperature: 1.0,
+            top_p: 0.95,
+            seed: 1,
+            channel: 0,
+            key_aware: true,
+            force_mode: None,
+            pitch_prior: PITCH_PRIOR_WEIGHT,
+        }
     }
 }
 
@@ -169,6 +189,7 @@ pub fn continue_notes(
         velocity_target: governed(Attribute::Dynamics).map(|v| v * Attribute::Dynamics.unit().1),
         register_target: governed(Attribute::Register),
         range_target: governed(Attribute::PitchRange),
+        pitch_prior: if heard_scale.is_some() { heard_pitch_prior(heard_notes, heard_bars, KEY_BARS, opts.pitch_prior) } else { None },
         ..Default::default()
     };
     let channel = opts.channel & 15;

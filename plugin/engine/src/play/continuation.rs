@@ -97,6 +97,10 @@ pub struct SamplerSettings {
     pub range_target: Option<f32>,
     /// Log-probability taken off a pitch outside the scale.
     pub key_penalty: f32,
+    /// Log-probability added to each pitch class (of the sampled pitch, in the heard key's frame):
+    /// how the heard bars used the pitch classes ([`crate::play::steering::heard_pitch_prior`]),
+    /// or None.
+    pub pitch_prior: Option<[f32; 12]>,
     /// Most notes sounding at once.
     pub max_polyphony: usize,
     pub max_notes_per_bar: usize,
@@ -117,6 +121,7 @@ impl Default for SamplerSettings {
             register_target: None,
             range_target: None,
             key_penalty: 4.0,
+            pitch_prior: None,
             max_polyphony: 10,
             max_notes_per_bar: 48,
         }
@@ -786,6 +791,9 @@ fn sample(
                     && !scale.contains(p)
                 {
                     x -= s.key_penalty.max(0.0);
+                }
+                if let Some(prior) = &s.pitch_prior {
+                    x += prior[(p % 12) as usize];
                 }
                 x += guide.mode_pull[(s.written(p) % 12) as usize] + guide.pitch_bias(s.written(p));
                 if guide.dissonance_bias != 0.0 {

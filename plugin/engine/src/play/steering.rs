@@ -335,6 +335,34 @@ pub fn heard_key(notes: &[Note], bars: &[BarWindow], last_bars: usize) -> Option
     (k.clarity > 0.0).then_some(k)
 }
 
+/// Floor of the heard pitch-class shares in [`heard_pitch_prior`]: a pitch class not heard at all
+/// is this much less likely than one of twelve equal shares would be, times the weight.
+pub const PITCH_PRIOR_FLOOR: f32 = 0.02;
+
+/// A log-probability bonus per pitch class from how the last `last_bars` heard bars used them
+/// (duration-weighted): `weight · ln((share + floor) / (1/12 + floor))`, so an evenly used pitch
+/// class gets 0, a favoured one more and an unheard one less. The scale keeps the sampler in the
+/// heard key; this keeps it near the heard harmony within the key. None when nothing was heard
+/// or `weight` is 0.
+pub fn heard_pitch_prior(notes: &[Note], bars: &[BarWindow], last_bars: usize, weight: f32) -> Option<[f32; 12]> {
+    if !(weight.is_finite() && weight > 0.0) {
+        return None;
+    }
+    let mut hist = [0.0f32; 12];
+    for w in bars.iter().rev().take(last_bars) {
+        let h = crate::feel::features::pitch_class_hist(notes, w);
+        for pc in 0..12 {
+            hist[pc] += h[pc];
+        }
+    }
+    let total: f32 = hist.iter().sum();
+    if total.partial_cmp(&1e-9) != Some(std::cmp::Ordering::Greater) {
+        return None;
+    }
+    let even = (1.0 / 12.0 + PITCH_PRIOR_FLOOR).ln();
+    Some(hist.map(|h| weight * ((h / total + PITCH_PRIOR_FLOOR).ln() - even)))
+}
+
 /// Where each mode of the ladder sits on the mode fader, in [`Mode::ALL`] order; `None` keeps a
 /// mode off the fader. The fader picks the pitch set; the sampler's mode governor then weights
 /// the pitch classes until the written notes measure the asked value. Without the governor,
@@ -374,6 +402,26 @@ mod tests {
         coef[0] = [0.5, 0.0, 0.4, 0.0]; // density follows arousal
         coef[5] = [0.5, 0.4, 0.0, 0.0]; // mode follows valence
         EmotionBridge { coef, interaction_span: None, forward: None }
+    }
+
+    #[test]
+    fn the_pitch_prior_favours_what_was_heard() {
+        let bar = |i: usize| BarWindow { start_s: i as f64 * 2.0, end_s: i as f64 * 2.0 + 2.0, start_beats: i as f64 * 4.0, len_beats: 4.0, tempo_bpm: 120.0 };
+        let note = |beats: f64, pitch: u8, dur_s: f64| Note { onset_s: beats / 2.0, dur_s, onset_beats: beats, dur_beats: dur_s * 2.0, pitch, velocity: 90, channel: 0 };
+        // C held three times as long as G, in two bars; nothing else.
+        let notes = vec![note(0.0, 60, 1.5), note(3.0, 67, 0.5), note(4.0, 60, 1.5), note(7.0, 67, 0.5)];
+        let bars = [bar(0), bar(1)];
+        let p = heard_pitch_prior(&notes, &bars, 8, 1.0).unwrap();
+        let even = (1.0f32 / 12.0 + PITCH_PRIOR_FLOOR).ln();
+        assert!((p[0] - ((0.75 + PITCH_PRIOR_FLOOR).ln() - even)).abs() < 1e-5, "{p:?}");
+        assert!((p[7] - ((0.25 + PITCH_PRIOR_FLOOR).ln() - even)).abs() < 1e-5, "{p:?}");
+        assert!(p[0] > p[7] && p[7] > 0.0 && p[1] < 0.0 && p[1] == p[11]);
+        // The weight scales it; none for no weight or nothing heard.
+        let half = heard_pitch_prior(&notes, &bars, 8, 0.5).unwrap();
+        assert!((half[1] - 0.5 * p[1]).abs() < 1e-6);
+        assert!(heard_pitch_prior(&notes, &bars, 8, 0.0).is_none());
+        assert!(heard_pitch_prior(&notes, &bars, 8, f32::NAN).is_none());
+        assert!(heard_pitch_prior(&[], &bars, 8, 1.0).is_none());
     }
 
     #[test]
