@@ -646,6 +646,7 @@ pub fn merge_continuation_metrics(rt: &runtime::Runtime, models: &Path) -> Resul
     let mut metrics = serde_json::Map::new();
     let work = models.join("train").join("work");
     let trials = work.join("emotion_trials");
+    let data = data_dir(models.parent().unwrap_or(models), std::env::var_os(DATA_ENV));
     for (name, quick) in [("quick", true), ("full", false)] {
         let out = work.join(format!("continuation_eval_{name}.json"));
         let mut eval = moodfader_lab();
@@ -658,9 +659,8 @@ pub fn merge_continuation_metrics(rt: &runtime::Runtime, models: &Path) -> Resul
                 fs::remove_dir_all(&trials).with_context(|| format!("{}: cannot clear", trials.display()))?;
             }
             eval.arg("--dump-emotion").arg(&trials);
-            let data = data_dir(models.parent().unwrap_or(models), std::env::var_os(DATA_ENV));
             if data.is_dir() {
-                eval.arg("--heldout").arg(data);
+                eval.arg("--heldout").arg(&data);
             } else {
                 eprintln!("[xtask] WARNING: no data at {}: the full eval runs without held-out primers", data.display());
             }
@@ -671,7 +671,6 @@ pub fn merge_continuation_metrics(rt: &runtime::Runtime, models: &Path) -> Resul
         metrics.insert(name.into(), serde_json::from_str(&text)?);
     }
     // How close the unsteered continuation stays to the real next bars of unseen pieces.
-    let data = data_dir(models.parent().unwrap_or(models), std::env::var_os(DATA_ENV));
     if data.is_dir() {
         let out = models.join("train").join("work").join("continuation_faithfulness.json");
         let mut eval = moodfader_lab();

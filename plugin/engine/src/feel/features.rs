@@ -136,10 +136,11 @@ pub fn is_dissonant(interval: u8) -> bool {
     matches!(interval % 12, 1 | 2 | 6 | 10 | 11)
 }
 
-/// Features of the notes whose onsets fall in `w`. `key_hist` is the pitch-class histogram over
-/// the key window (this bar and the [`KEY_WINDOW_BARS`]` - 1` before it). `notes` must be sorted
+/// Features of the notes whose onsets fall in `w`. `bar_hist` is the bar's own pitch-class
+/// histogram ([`pitch_class_hist`] of `w`), `key_hist` the one over the key window (this bar and the
+/// [`KEY_WINDOW_BARS`]` - 1` before it). `notes` must be sorted
 /// by onset; it may hold notes outside the window. Never returns NaN or infinity.
-pub fn bar_features(notes: &[Note], w: &BarWindow, key_hist: &[f32; 12]) -> Features {
+pub fn bar_features(notes: &[Note], w: &BarWindow, bar_hist: &[f32; 12], key_hist: &[f32; 12]) -> Features {
     let mut f = [0.0f32; NUM_FEATURES];
     let tempo_bpm = if w.tempo_bpm.is_finite() { w.tempo_bpm.clamp(10.0, 1000.0) } else { 120.0 };
     f[12] = tempo_bpm as f32;
@@ -187,7 +188,7 @@ pub fn bar_features(notes: &[Note], w: &BarWindow, key_hist: &[f32; 12]) -> Feat
     let key = find_key(key_hist);
     f[6] = key.mode;
     f[7] = key.clarity;
-    harmony_in_key(&pitch_class_hist(notes, w), key, &mut f);
+    harmony_in_key(bar_hist, key, &mut f);
 
     // Articulation: how much of the gap to the next onset (or the bar end) a note fills. Walk
     // the bar backwards keeping the onset of the next group of simultaneous onsets: linear time.
@@ -367,7 +368,7 @@ pub fn features_for_bars(notes: &[Note], bars: &[BarWindow]) -> Vec<Features> {
                     key_hist[pc] += h[pc];
                 }
             }
-            bar_features(notes, w, &key_hist)
+            bar_features(notes, w, &hists[t], &key_hist)
         })
         .collect()
 }

@@ -199,7 +199,7 @@ impl LiveEstimator {
                     key_hist[pc] += h[pc];
                 }
             }
-            *slot = bar_features(&self.scratch, &windows[k], &key_hist);
+            *slot = bar_features(&self.scratch, &windows[k], &hists[k], &key_hist);
         }
         let onsets_in = |w: &BarWindow| {
             self.scratch.iter().filter(|n| !n.is_drum() && n.onset_s >= w.start_s && n.onset_s < w.end_s).count()

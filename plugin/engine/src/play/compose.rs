@@ -12,7 +12,7 @@ use crate::listen::midifile::{Piece, SMF_TICKS_PER_QUARTER, single_track_smf};
 use crate::listen::notes::{BarWindow, Note};
 use crate::play::attributes::AttributeScale;
 use crate::play::continuation::{BarPlan, ContinuationModel, Generated, SamplerSettings};
-use crate::play::steering::{Mode, Scale, SteerRequest, attribute_targets, heard_attributes, heard_key, heard_pitch_prior, level_of, target_scale};
+use crate::play::steering::{Mode, Scale, SteerRequest, attribute_targets, heard_attributes, heard_pitch_classes, key_of, level_of, pitch_prior_of, target_scale};
 use crate::play::tokens;
 use crate::play::tokens::{EOS, NUM_POSITIONS, STEPS_PER_QUARTER, encode, grid_to_notes};
 
@@ -135,7 +135,8 @@ pub fn continue_notes(
     let mode_i = Attribute::ALL.iter().position(|&a| a == Attribute::Mode).unwrap_or(5);
     // The sampler keeps to the heard key; a mode change is made by moving each written note to
     // the target mode on the same tonic (see `mode_map`).
-    let heard_k = if opts.key_aware { heard_key(heard_notes, heard_bars, KEY_BARS) } else { None };
+    let heard_pcs = if opts.key_aware { heard_pitch_classes(heard_notes, heard_bars, KEY_BARS) } else { [0.0; 12] };
+    let heard_k = key_of(&heard_pcs);
     let heard_scale = heard_k.as_ref().map(Scale::of_key);
     let key = match (opts.force_mode, heard_scale) {
         (Some(mode), Some(h)) => Some(Scale { tonic: h.tonic, mode }),
@@ -189,7 +190,7 @@ pub fn continue_notes(
         velocity_target: governed(Attribute::Dynamics).map(|v| v * Attribute::Dynamics.unit().1),
         register_target: governed(Attribute::Register),
         range_target: governed(Attribute::PitchRange),
-        pitch_prior: if heard_scale.is_some() { heard_pitch_prior(heard_notes, heard_bars, KEY_BARS, opts.pitch_prior) } else { None },
+        pitch_prior: if heard_scale.is_some() { pitch_prior_of(&heard_pcs, opts.pitch_prior) } else { None },
         ..Default::default()
     };
     let channel = opts.channel & 15;

@@ -324,6 +324,12 @@ pub fn mode_map(pitch: u8, from: Scale, to: Scale) -> u8 {
 
 /// The heard key over the primer's last `last_bars` bars (duration-weighted pitch classes).
 pub fn heard_key(notes: &[Note], bars: &[BarWindow], last_bars: usize) -> Option<KeyEstimate> {
+    key_of(&heard_pitch_classes(notes, bars, last_bars))
+}
+
+/// The duration-weighted pitch-class histogram of the last `last_bars` heard bars: what
+/// [`heard_key`] and [`heard_pitch_prior`] read.
+pub fn heard_pitch_classes(notes: &[Note], bars: &[BarWindow], last_bars: usize) -> [f32; 12] {
     let mut hist = [0.0f32; 12];
     for w in bars.iter().rev().take(last_bars) {
         let h = crate::feel::features::pitch_class_hist(notes, w);
@@ -331,7 +337,12 @@ pub fn heard_key(notes: &[Note], bars: &[BarWindow], last_bars: usize) -> Option
             hist[pc] += h[pc];
         }
     }
-    let k = find_key(&hist);
+    hist
+}
+
+/// The key of a heard pitch-class histogram, or None when it says nothing.
+pub fn key_of(hist: &[f32; 12]) -> Option<KeyEstimate> {
+    let k = find_key(hist);
     (k.clarity > 0.0).then_some(k)
 }
 
@@ -345,15 +356,13 @@ pub const PITCH_PRIOR_FLOOR: f32 = 0.02;
 /// heard key; this keeps it near the heard harmony within the key. None when nothing was heard
 /// or `weight` is 0.
 pub fn heard_pitch_prior(notes: &[Note], bars: &[BarWindow], last_bars: usize, weight: f32) -> Option<[f32; 12]> {
+    pitch_prior_of(&heard_pitch_classes(notes, bars, last_bars), weight)
+}
+
+/// [`heard_pitch_prior`] from the heard histogram itself.
+pub fn pitch_prior_of(hist: &[f32; 12], weight: f32) -> Option<[f32; 12]> {
     if !(weight.is_finite() && weight > 0.0) {
         return None;
-    }
-    let mut hist = [0.0f32; 12];
-    for w in bars.iter().rev().take(last_bars) {
-        let h = crate::feel::features::pitch_class_hist(notes, w);
-        for pc in 0..12 {
-            hist[pc] += h[pc];
-        }
     }
     let total: f32 = hist.iter().sum();
     if total.partial_cmp(&1e-9) != Some(std::cmp::Ordering::Greater) {
