@@ -40,15 +40,28 @@ struct Xvfb {
 }
 
 impl Drop for Xvfb {
+    /// SIGTERM, so the server removes its lock file and socket (a SIGKILLed one leaves both
+    /// behind, and on a machine whose /tmp outlives the run they pile up); SIGKILL if it has
+    /// not gone within 5 s.
     fn drop(&mut self) {
+        // SAFETY: kill(2) on our own child's pid, which has not been reaped yet.
+        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
+        let asked = Instant::now();
+        while asked.elapsed() < Duration::from_secs(5) {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
 }
 
-/// An Xvfb on a display nobody uses, once it answers; `None` (said on stderr) without Xvfb
-/// outside CI. `-noreset`: otherwise the server resets when its last client (the readiness
-/// probe) leaves, and the next connection is refused while it does.
+/// An Xvfb on a display it chose itself (`-displayfd`: the server takes the first free display
+/// number, clearing stale locks, and writes it once it accepts connections); `None` (said on
+/// stderr) without Xvfb outside CI. `-noreset`: otherwise the server resets when its last client
+/// leaves, and the next connection is refused while it does.
 fn xvfb() -> Option<Xvfb> {
     let on_path = std::env::var_os("PATH").is_some_and(|p| std::env::split_paths(&p).any(|d| d.join("Xvfb").is_file()));
     if !on_path {
@@ -56,30 +69,29 @@ fn xvfb() -> Option<Xvfb> {
         eprintln!("dragout_x11: NOT RUN, Xvfb is not installed (apt install xvfb)");
         return None;
     }
-    let first = 140 + std::process::id() % 40;
-    for n in (first..first + 40).map(|n| n % 60 + 140) {
-        if std::path::Path::new(&format!("/tmp/.X11-unix/X{n}")).exists() || std::path::Path::new(&format!("/tmp/.X{n}-lock")).exists() {
-            continue;
-        }
-        let display = format!(":{n}");
-        let Ok(child) = Command::new("Xvfb")
-            .args([display.as_str(), "-screen", "0", "800x600x24", "-nolisten", "tcp", "-noreset"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-        else {
-            continue;
-        };
-        let x = Xvfb { child, display };
-        let started = Instant::now();
-        while started.elapsed() < Duration::from_secs(10) {
-            if x11rb::connect(Some(&x.display)).is_ok() {
-                return Some(x);
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+    let mut child = Command::new("Xvfb")
+        .args(["-displayfd", "1", "-screen", "0", "800x600x24", "-nolisten", "tcp", "-noreset"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("starting Xvfb");
+    let stdout = child.stdout.take().expect("Xvfb's stdout is piped");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line);
+        let _ = tx.send(line);
+    });
+    let mut x = Xvfb { child, display: String::new() };
+    let line = rx.recv_timeout(Duration::from_secs(20)).unwrap_or_default();
+    let n: u32 = line.trim().parse().unwrap_or_else(|_| panic!("Xvfb -displayfd wrote no display number within 20 s (got {line:?})"));
+    x.display = format!(":{n}");
+    let started = Instant::now();
+    while x11rb::connect(Some(&x.display)).is_err() {
+        assert!(started.elapsed() < Duration::from_secs(10), "Xvfb on {} took no connection within 10 s", x.display);
+        std::thread::sleep(Duration::from_millis(50));
     }
-    panic!("no Xvfb display could be started");
+    Some(x)
 }
 
 /// What the drop target saw.

@@ -6,7 +6,7 @@
 //!
 //! Thread: any (the xtask's main thread; Xvfb and the app are child processes)
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -108,12 +108,51 @@ fn check(img: &Image) -> Vec<String> {
     problems
 }
 
+/// A child stopped on drop: SIGTERM first, so an X server removes its lock file and socket (a
+/// SIGKILLed one leaves both behind, and on a machine whose /tmp outlives the run they pile up
+/// until no display number is free); SIGKILL if it has not gone within 5 s.
 struct Killed(Child);
 impl Drop for Killed {
     fn drop(&mut self) {
+        // SAFETY: kill(2) on our own child's pid, which has not been reaped yet.
+        unsafe { libc::kill(self.0.id() as libc::pid_t, libc::SIGTERM) };
+        let asked = Instant::now();
+        while asked.elapsed() < Duration::from_secs(5) {
+            if matches!(self.0.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// How long Xvfb may take to say which display it took.
+const XVFB_START_LIMIT: Duration = Duration::from_secs(20);
+
+/// An Xvfb on a display it chose itself: with `-displayfd` the server takes the first free
+/// display number (clearing stale locks) and writes it once it accepts connections.
+fn start_xvfb() -> Result<(Killed, String)> {
+    let mut child = Command::new("Xvfb")
+        .args(["-displayfd", "1", "-screen", "0", "1100x800x24", "-nolisten", "tcp"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting Xvfb")?;
+    let stdout = child.stdout.take().context("Xvfb's stdout is not piped")?;
+    let xvfb = Killed(child);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line);
+        let _ = tx.send(line);
+    });
+    let line = rx.recv_timeout(XVFB_START_LIMIT).unwrap_or_default();
+    let n: u32 = line.trim().parse().map_err(|_| {
+        anyhow::anyhow!("Xvfb -displayfd wrote no display number within {} s (got {line:?})", XVFB_START_LIMIT.as_secs())
+    })?;
+    Ok((xvfb, format!(":{n}")))
 }
 
 /// How long one `import` of the screen may take.
@@ -136,18 +175,7 @@ pub fn panel_screenshot(ws: &Workspace, rt: &Runtime) -> Result<Step> {
     workspace::run("cargo build moodfader-standalone", &mut build, limit::CARGO)?;
     let app: PathBuf = ws.target_dir.join("debug").join("moodfader-standalone");
 
-    // A display nobody uses.
-    let display = (91..120).map(|n| format!(":{n}")).find(|d| !Path::new(&format!("/tmp/.X11-unix/X{}", &d[1..])).exists());
-    let display = display.context("no free X display number in :91..:119")?;
-    let xvfb = Killed(
-        Command::new("Xvfb")
-            .args([display.as_str(), "-screen", "0", "1100x800x24", "-nolisten", "tcp"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("starting Xvfb")?,
-    );
-    std::thread::sleep(Duration::from_millis(800));
+    let (xvfb, display) = start_xvfb()?;
     let _app = Killed(
         Command::new(&app)
             .args(["--backend", "dummy"])
