@@ -177,6 +177,12 @@ pub struct EvalContinuationArgs {
     /// Also measure on openings of validation-split pieces found in this data folder.
     #[arg(long, value_name = "DATA")]
     heldout: Option<PathBuf>,
+    /// Measure on openings of this many training-split pieces of `--data` instead of the demo's
+    /// (for tuning the sampler without looking at the held-out figures).
+    #[arg(long, value_name = "N", conflicts_with = "primer")]
+    training_split: Option<usize>,
+    #[command(flatten)]
+    data: DataArg,
     /// Sweep only these faders (comma-separated names; empty for none).
     #[arg(long, value_name = "FADER,..", value_parser = fader_mask)]
     only: Option<u8>,
@@ -203,15 +209,22 @@ fn fader_mask(list: &str) -> Result<u8, String> {
 }
 
 fn eval_continuation(a: EvalContinuationArgs) -> Result<()> {
-    use moodfader_engine::lab::evaluate::{EvalConfig, Primer, demo_primers, evaluate_with, heldout_primers};
+    use moodfader_engine::lab::evaluate::{EvalConfig, Primer, demo_primers, evaluate_with, heldout_primers, training_primers};
     use moodfader_engine::play::continuation::ContinuationModel;
 
-    let primers = match &a.primer {
-        Some(p) => {
+    let primers = match (&a.primer, a.training_split) {
+        (Some(p), _) => {
             let piece = read_midi_file(p)?;
             vec![Primer { name: p.display().to_string(), notes: piece.notes, bars: piece.bars }]
         }
-        None => demo_primers(&parse_midi(DEMO_MID).context("built-in demo")?),
+        (None, Some(n)) => {
+            let primers = training_primers(&a.data.dir(), n, 8);
+            if primers.is_empty() {
+                bail!("{}: no corpus pieces found for training-split primers; set MOODFADER_DATA or pass --data", a.data.dir().display());
+            }
+            primers
+        }
+        (None, None) => demo_primers(&parse_midi(DEMO_MID).context("built-in demo")?),
     };
     let mut emotion = load_model()?;
     let mut model = ContinuationModel::load_default()?;
@@ -252,7 +265,7 @@ fn eval_continuation(a: EvalContinuationArgs) -> Result<()> {
     for (mode, at) in &report.mode_ladder {
         eprintln!("  written in {mode:15} measures mode {at:.3}");
     }
-    print_faders("demo primers", &report);
+    print_faders(if a.training_split.is_some() { "training-split primers" } else { "demo primers" }, &report);
     if let Some(h) = &heldout_report {
         print_faders("held-out primers", h);
     }
@@ -391,8 +404,16 @@ fn print_faders(what: &str, r: &moodfader_engine::lab::evaluate::EvalReport) {
     eprintln!("faders on {what} ({}): pooled R2 in units, mean {:.3}, lowest {:.3}", r.primers.len(), r.mean_pooled_r2_units, r.min_pooled_r2_units);
     for at in &r.attributes {
         eprintln!(
-            "  {:15} pooled R2 {:.3}, {:+.3} {} over the fader (rmse {:.3})  level means R2 {:.3}  consistency {:.3}  others |r| {:.2}",
-            at.attribute, at.pooled_r2_units, at.pooled_slope_units, at.unit, at.pooled_rmse_units, at.linearity_r2, at.consistency, at.others_mean_abs_r
+            "  {:15} pooled R2 {:.3}, {:+.3} {} over the fader (rmse {:.3}, of which between primers {:.3})  level means R2 {:.3}  consistency {:.3}  others |r| {:.2}",
+            at.attribute,
+            at.pooled_r2_units,
+            at.pooled_slope_units,
+            at.unit,
+            at.pooled_rmse_units,
+            at.primer_offset_rms_units,
+            at.linearity_r2,
+            at.consistency,
+            at.others_mean_abs_r
         );
     }
 }

@@ -102,7 +102,7 @@ pub fn novelty(f: &Features, mean: &Features) -> f32 {
 pub type Features = [f32; NUM_FEATURES];
 
 /// Most notes sounding together that [`bar_features`] tracks for dissonance; more are ignored.
-const MAX_CHORD_NOTES: usize = 16;
+pub const MAX_CHORD_NOTES: usize = 16;
 
 /// How far back (in notes, before the one in question) the features look for notes that are
 /// still sounding. Bounds the work per bar and per onset, so a file with thousands of notes on

@@ -109,6 +109,10 @@ pub struct AttributeControl {
     pub pooled_slope_units: f64,
     /// Spread of the measurements around that line (root mean square, in the unit).
     pub pooled_rmse_units: f64,
+    /// The part of that spread that is each primer's own offset from the line (root mean square
+    /// over primers of their mean residual): what makes a fader mean different things on
+    /// different tracks, as against the noise of single continuations.
+    pub primer_offset_rms_units: f64,
     /// R² of a line through the mean measured value at each fader level.
     pub linearity_r2: f64,
     /// R² of a line through every single measurement.
@@ -241,12 +245,13 @@ pub fn evaluate_with(
         let mut xs = Vec::new();
         let mut measured: Vec<[f32; 8]> = Vec::new();
         let mut in_units: Vec<f64> = Vec::new();
+        let mut primer_of: Vec<usize> = Vec::new();
         let mut level_means = Vec::new();
         let mut spreads = Vec::new();
         for k in 0..cfg.levels {
             let x = (k as f32 + 0.5) / cfg.levels as f32;
             let mut at_level = Vec::new();
-            for p in primers {
+            for (pi, p) in primers.iter().enumerate() {
                 for seed in 0..cfg.seeds {
                     let mut manual = [None; 8];
                     manual[ai] = Some(x);
@@ -260,6 +265,7 @@ pub fn evaluate_with(
                     let (notes, future) = run(model, p, cfg.bars, opts)?;
                     let (m, raw) = measure_both(&notes, &future, &scale);
                     in_units.push(raw[ai] as f64);
+                    primer_of.push(pi);
                     xs.push(x as f64);
                     at_level.push(m[ai] as f64);
                     measured.push(m);
@@ -283,10 +289,20 @@ pub fn evaluate_with(
         let ys: Vec<f64> = measured.iter().map(|m| m[ai] as f64).collect();
         let (lin_all, _) = r2(&xs, &ys);
         let (pooled, pooled_slope) = r2(&xs, &in_units);
-        let rmse = {
+        let residuals: Vec<f64> = {
             let n = xs.len().max(1) as f64;
             let (mx, my) = (xs.iter().sum::<f64>() / n, in_units.iter().sum::<f64>() / n);
-            (xs.iter().zip(&in_units).map(|(x, y)| (y - my - pooled_slope * (x - mx)).powi(2)).sum::<f64>() / n).sqrt()
+            xs.iter().zip(&in_units).map(|(x, y)| y - my - pooled_slope * (x - mx)).collect()
+        };
+        let rmse = (residuals.iter().map(|r| r * r).sum::<f64>() / residuals.len().max(1) as f64).sqrt();
+        let primer_offset = {
+            let (mut sum, mut count) = (vec![0.0f64; primers.len()], vec![0usize; primers.len()]);
+            for (r, &pi) in residuals.iter().zip(&primer_of) {
+                sum[pi] += r;
+                count[pi] += 1;
+            }
+            let offsets: Vec<f64> = sum.iter().zip(&count).filter(|(_, c)| **c > 0).map(|(s, c)| s / *c as f64).collect();
+            (offsets.iter().map(|o| o * o).sum::<f64>() / offsets.len().max(1) as f64).sqrt()
         };
         let others: Vec<f64> = (0..8)
             .filter(|&j| j != ai)
@@ -298,6 +314,7 @@ pub fn evaluate_with(
             unit: a.unit().0.into(),
             pooled_slope_units: pooled_slope,
             pooled_rmse_units: rmse,
+            primer_offset_rms_units: primer_offset,
             linearity_r2: lin,
             linearity_r2_all: lin_all,
             consistency: 1.0 - spreads.iter().sum::<f64>() / spreads.len().max(1) as f64,
