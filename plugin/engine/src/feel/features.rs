@@ -136,6 +136,22 @@ pub fn is_dissonant(interval: u8) -> bool {
     matches!(interval % 12, 1 | 2 | 6 | 10 | 11)
 }
 
+/// Dissonant and all intervals among the pitches of one chord, unisons left out: what feature
+/// `dissonance` counts at an onset (once per note starting there).
+pub fn chord_intervals(chord: &[u8]) -> (u32, u32) {
+    let (mut dissonant, mut pairs) = (0, 0);
+    for (a, &p) in chord.iter().enumerate() {
+        for &q in &chord[a + 1..] {
+            let iv = p.abs_diff(q);
+            if iv != 0 {
+                pairs += 1;
+                dissonant += is_dissonant(iv) as u32;
+            }
+        }
+    }
+    (dissonant, pairs)
+}
+
 /// Features of the notes whose onsets fall in `w`. `bar_hist` is the bar's own pitch-class
 /// histogram ([`pitch_class_hist`] of `w`), `key_hist` the one over the key window (this bar and the
 /// [`KEY_WINDOW_BARS`]` - 1` before it). `notes` must be sorted
@@ -262,16 +278,9 @@ pub fn bar_features(notes: &[Note], w: &BarWindow, bar_hist: &[f32; 12], key_his
             chords += 1;
             thirds += above(4) as i32 - above(3) as i32;
         }
-        for a in 0..num_chord {
-            for b in a + 1..num_chord {
-                let iv = chord[a].abs_diff(chord[b]);
-                if iv == 0 {
-                    continue;
-                }
-                pairs += num_starting;
-                dissonant += num_starting * is_dissonant(iv) as u32;
-            }
-        }
+        let (d, n) = chord_intervals(&chord[..num_chord]);
+        pairs += num_starting * n;
+        dissonant += num_starting * d;
         i = group_end;
     }
     f[11] = if pairs > 0 { dissonant as f32 / pairs as f32 } else { 0.0 };

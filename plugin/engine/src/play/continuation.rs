@@ -13,7 +13,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use serde::Deserialize;
 
 use crate::feel::emotion::{ENV_MODEL_DIR, ModelOrigin};
-use crate::feel::features::{KEY_WINDOW_BARS, MAX_CHORD_NOTES, is_dissonant};
+use crate::feel::features::{KEY_WINDOW_BARS, MAX_CHORD_NOTES, chord_intervals, is_dissonant};
 use crate::play::attributes::AttributeScale;
 use crate::play::steering::{EmotionBridge, Scale, mode_map};
 use crate::runtime::{session_from_bytes, sha256_hex};
@@ -306,7 +306,8 @@ impl Governors {
         gov
     }
 
-    /// A bar starts as if it had already written [`PRIOR_NOTES`] notes on target.
+    /// A bar starts as if it had already written [`PRIOR_NOTES`] notes on target (and
+    /// [`PRIOR_PAIRS`] consonant intervals).
     fn start_bar(&mut self) {
         self.dissonant = 0.0;
         self.pairs = PRIOR_PAIRS;
@@ -358,7 +359,7 @@ impl Governors {
         if let Some(target) = self.dissonance
             && pitch_next
         {
-            let (chord_d, chord_n) = chord_intervals(sounding, bar_start_abs + g.pos.unwrap_or(0));
+            let (chord_d, chord_n) = sounding_intervals(sounding, bar_start_abs + g.pos.unwrap_or(0));
             let ns = self.group_new as f32;
             let now = (self.dissonant + ns * chord_d as f32) / (self.pairs + ns * chord_n as f32);
             guide.dissonance = Some(DissonanceAim {
@@ -414,7 +415,7 @@ impl Governors {
     /// that may still sound at its onset).
     fn close_dissonance_group(&mut self, sounding: &[(u32, u8)], bar_start_abs: u32) {
         if self.group_new > 0 {
-            let (d, n) = chord_intervals(sounding, bar_start_abs + self.group_pos);
+            let (d, n) = sounding_intervals(sounding, bar_start_abs + self.group_pos);
             self.dissonant += (self.group_new * d) as f32;
             self.pairs += (self.group_new * n) as f32;
             self.group_new = 0;
@@ -485,24 +486,14 @@ fn intervals_with(pitch: u8, sounding: &[(u32, u8)], at: u32) -> (u32, u32) {
 
 /// Dissonant and all intervals (unisons left out) among the notes sounding at `at`, at most
 /// [`MAX_CHORD_NOTES`] of them, as the feature `dissonance` counts a chord.
-fn chord_intervals(sounding: &[(u32, u8)], at: u32) -> (u32, u32) {
+fn sounding_intervals(sounding: &[(u32, u8)], at: u32) -> (u32, u32) {
     let mut chord = [0u8; MAX_CHORD_NOTES];
     let mut len = 0;
     for &(_, q) in sounding.iter().filter(|&&(e, _)| e > at).take(MAX_CHORD_NOTES) {
         chord[len] = q;
         len += 1;
     }
-    let (mut d, mut n) = (0, 0);
-    for a in 0..len {
-        for b in a + 1..len {
-            let iv = chord[a].abs_diff(chord[b]);
-            if iv != 0 {
-                n += 1;
-                d += is_dissonant(iv) as u32;
-            }
-        }
-    }
-    (d, n)
+    chord_intervals(&chord[..len])
 }
 
 /// One bar to generate: its length in grid steps, its conditioning levels and, for the density
