@@ -149,4 +149,18 @@ fn new_data_sets_keep_the_old_split_and_emopia_splits_by_song_on_its_own_grid() 
     // The file's own grid (120 BPM) would not have put them there.
     let raw = moodfader_engine::listen::midifile::read_midi_file(&clip.path).unwrap();
     assert!((raw.bars[0].tempo_bpm - 120.0).abs() < 1e-6);
+
+    // A POP909 song takes its bars from its beat_midi.txt (downbeats in the third column), here
+    // half a beat after the file's beat 1; one without the file keeps the file's grid.
+    let beats: String = (0..16).map(|i| format!("{:.2} {} {}\n", 0.25 + 0.5 * i as f64, (i % 2 == 0) as u8, (i % 4 == 0) as u8)).collect();
+    std::fs::write(data.path().join("pop909/001/beat_midi.txt"), beats).unwrap();
+    let song = |id: &str| corpus.iter().find(|e| e.id == id).unwrap();
+    let annotated = read_corpus_piece(song("pop909/001/001.mid")).unwrap();
+    assert!((annotated.bars[0].len_beats - 0.5).abs() < 1e-9, "pickup bar");
+    assert!((annotated.bars[1].start_s - 0.25).abs() < 1e-9 && (annotated.bars[1].len_beats - 4.0).abs() < 1e-9);
+    let plain = read_corpus_piece(song("pop909/002/002.mid")).unwrap();
+    assert_eq!(plain.bars[1].start_beats, 4.0);
+    std::fs::write(data.path().join("pop909/001/beat_midi.txt"), "0.25 1 one\n").unwrap();
+    let err = read_corpus_piece(song("pop909/001/001.mid")).unwrap_err();
+    assert!(format!("{err:#}").contains("beat_midi.txt:1: not three numbers"), "{err:#}");
 }

@@ -364,10 +364,35 @@ fn emopia_song(id: &str) -> Option<&str> {
     Some(rest.rsplit_once('_')?.0)
 }
 
+/// POP909's 4/4 downbeats (seconds) from the `beat_midi.txt` beside a song's MIDI file: one beat
+/// per line, `time is_downbeat_in_2/4 is_downbeat_in_4/4`. None when the file is absent.
+fn pop909_downbeats(midi: &Path) -> Result<Option<Vec<f64>>> {
+    let path = midi.with_file_name("beat_midi.txt");
+    let Ok(text) = std::fs::read_to_string(&path) else { return Ok(None) };
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        let cols: Vec<f64> = line.split_whitespace().map(str::parse).collect::<Result<_, _>>()
+            .with_context(|| format!("{}:{}: not three numbers", path.display(), i + 1))?;
+        let &[t, _, down] = cols.as_slice() else { bail!("{}:{}: not three numbers", path.display(), i + 1) };
+        if down >= 0.5 {
+            out.push(t);
+        }
+    }
+    Ok(Some(out))
+}
+
 /// Reads a corpus piece; a free-time one is re-read on its estimated grid (its file's bars are
-/// 120 BPM whatever was played).
+/// 120 BPM whatever was played). A POP909 song takes its bars from its annotated 4/4 downbeats:
+/// its file's meter is mostly 1/4 and its beat 1 falls between the music's beats.
 pub fn read_corpus_piece(e: &CorpusEntry) -> Result<crate::listen::midifile::Piece> {
     let mut piece = read_midi_file(&e.path)?;
+    if e.id.starts_with("pop909/")
+        && let Some(downbeats) = pop909_downbeats(&e.path)?
+    {
+        piece.bars = piece
+            .bars_from_downbeats(&downbeats)
+            .with_context(|| format!("{}: fewer than two downbeats in beat_midi.txt", e.path.display()))?;
+    }
     if e.free_time {
         let (notes, bars, _) = crate::listen::tempo::on_estimated_grid(&piece.notes)
             .with_context(|| format!("{}: too few notes to estimate a tempo", e.path.display()))?;

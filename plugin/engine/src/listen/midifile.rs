@@ -73,6 +73,13 @@ impl TempoMap {
         let (t0, s0, us) = self.segments[i];
         s0 + (tick - t0) as f64 / self.tpq * us / 1e6
     }
+
+    /// Quarter notes at `seconds` (the inverse of [`Self::seconds`]; before 0 the first tempo goes on).
+    fn beats(&self, seconds: f64) -> f64 {
+        let i = self.segments.partition_point(|s| s.1 <= seconds).saturating_sub(1);
+        let (t0, s0, us) = self.segments[i];
+        t0 as f64 / self.tpq + (seconds - s0) * 1e6 / us
+    }
 }
 
 /// Reads and parses a MIDI file. Errors name the file and the problem.
@@ -194,6 +201,51 @@ pub fn parse_midi(bytes: &[u8]) -> Result<Piece> {
 }
 
 impl Piece {
+    /// Bars that start on the given downbeats (seconds, ascending) instead of the file's meter:
+    /// for data sets whose bar lines come annotated beside a file with a wrong or missing meter
+    /// (POP909's files say 1/4 or 2/4 and put beat 1 off the music's beat). Music before the
+    /// first downbeat is a pickup bar from 0; after the last, bars of the last bar's length go on
+    /// to the end of the file. Downbeats that do not move forward are skipped; fewer than two
+    /// usable ones give None.
+    pub fn bars_from_downbeats(&self, downbeats_s: &[f64]) -> Option<Vec<BarWindow>> {
+        let map = TempoMap::new(self.ticks_per_quarter, &self.tempos);
+        let mut starts: Vec<f64> = Vec::with_capacity(downbeats_s.len() + 1);
+        for &d in downbeats_s.iter().filter(|d| d.is_finite() && **d >= 0.0) {
+            if starts.last().is_none_or(|&l| d > l + 1e-3) {
+                starts.push(d);
+            }
+        }
+        if starts.len() < 2 {
+            return None;
+        }
+        let end_s = map.seconds(self.end_tick.max(1)).max(self.notes.iter().map(|n| n.end_s()).fold(0.0, f64::max));
+        let first_len = starts[1] - starts[0];
+        if starts[0] > 0.05 * first_len {
+            starts.insert(0, 0.0);
+        } else {
+            starts[0] = 0.0;
+        }
+        let last_len = starts[starts.len() - 1] - starts[starts.len() - 2];
+        while *starts.last().unwrap() + last_len < end_s + 1e-6 && starts.len() <= MAX_BARS {
+            starts.push(starts.last().unwrap() + last_len);
+        }
+        starts.push(starts.last().unwrap() + last_len);
+        let bars: Vec<BarWindow> = starts
+            .windows(2)
+            .map(|w| {
+                let (b0, b1) = (map.beats(w[0]), map.beats(w[1]));
+                BarWindow {
+                    start_s: w[0],
+                    end_s: w[1],
+                    start_beats: b0,
+                    len_beats: b1 - b0,
+                    tempo_bpm: (b1 - b0) * 60.0 / (w[1] - w[0]).max(1e-9),
+                }
+            })
+            .collect();
+        (bars.len() <= MAX_BARS).then_some(bars)
+    }
+
     /// Bars of a fixed meter instead of the file's own (some data sets count measures in 4/4).
     pub fn bars_in_fixed_meter(&self, num: u32, den: u32) -> Vec<BarWindow> {
         let map = TempoMap::new(self.ticks_per_quarter, &self.tempos);
@@ -271,6 +323,29 @@ mod tests {
 
     fn smf(tpq: u16, events: &[(u32, &[u8])]) -> Vec<u8> {
         single_track_smf(tpq, events.iter().map(|(d, b)| (*d, *b)))
+    }
+
+    #[test]
+    fn bars_from_downbeats_follow_the_annotation_not_the_file_meter() {
+        // A 1/4 file at 120 BPM (as POP909's are) whose music puts its downbeats half a beat
+        // after the file's beat 1: at 0.25 s, 2.25 s and 4.25 s. Notes run to beat 12.
+        let bytes = smf(480, &[
+            (0, &[0xff, 0x58, 4, 1, 2, 24, 8]),
+            (240, &[0x90, 60, 100]),
+            (5520, &[0x80, 60, 0]),
+        ]);
+        let p = parse_midi(&bytes).unwrap();
+        assert!(p.bars.iter().all(|b| (b.len_beats - 1.0).abs() < 1e-9), "the file's own bars are one beat long");
+        let bars = p.bars_from_downbeats(&[0.25, 2.25, 4.25]).unwrap();
+        let starts: Vec<f64> = bars.iter().map(|b| b.start_beats).collect();
+        assert_eq!(starts, vec![0.0, 0.5, 4.5, 8.5], "a pickup bar, then 4/4 bars from the downbeats to the end");
+        assert!((bars[0].len_beats - 0.5).abs() < 1e-9);
+        for (b, s) in bars[1..].iter().zip([0.25, 2.25, 4.25]) {
+            assert!((b.len_beats - 4.0).abs() < 1e-9 && (b.start_s - s).abs() < 1e-9 && (b.tempo_bpm - 120.0).abs() < 1e-6);
+        }
+        assert!(bars.last().unwrap().end_s >= p.notes[0].end_s() - 1e-9);
+        assert!(p.bars_from_downbeats(&[1.0]).is_none(), "one downbeat gives no bar length");
+        assert!(p.bars_from_downbeats(&[1.0, 1.0, f64::NAN]).is_none());
     }
 
     #[test]
