@@ -368,7 +368,11 @@ fn emopia_song(id: &str) -> Option<&str> {
 /// per line, `time is_downbeat_in_2/4 is_downbeat_in_4/4`. None when the file is absent.
 fn pop909_downbeats(midi: &Path) -> Result<Option<Vec<f64>>> {
     let path = midi.with_file_name("beat_midi.txt");
-    let Ok(text) = std::fs::read_to_string(&path) else { return Ok(None) };
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("{}: cannot read", path.display())),
+    };
     let mut out = Vec::new();
     for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
         let cols: Vec<f64> = line.split_whitespace().map(str::parse).collect::<Result<_, _>>()

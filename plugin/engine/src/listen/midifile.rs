@@ -225,11 +225,16 @@ impl Piece {
         } else {
             starts[0] = 0.0;
         }
+        // A bar follows the last downbeat, and more of its length until one ends past the music.
         let last_len = starts[starts.len() - 1] - starts[starts.len() - 2];
-        while *starts.last().unwrap() + last_len < end_s + 1e-6 && starts.len() <= MAX_BARS {
-            starts.push(starts.last().unwrap() + last_len);
+        let mut end = starts[starts.len() - 1];
+        loop {
+            end += last_len;
+            starts.push(end);
+            if end >= end_s + 1e-6 || starts.len() > MAX_BARS + 1 {
+                break;
+            }
         }
-        starts.push(starts.last().unwrap() + last_len);
         let bars: Vec<BarWindow> = starts
             .windows(2)
             .map(|w| {
