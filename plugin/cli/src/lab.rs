@@ -337,9 +337,9 @@ pub struct EvalFaithfulnessArgs {
     /// Diagnosis: sample without keeping to the heard key.
     #[arg(long)]
     no_key: bool,
-    /// Weight of the heard pitch classes in the sampler (default: the product's).
-    #[arg(long, value_name = "W", value_parser = non_negative)]
-    pitch_prior: Option<f32>,
+    /// Gain of the pitch-class governor (default: the product's; 0 for none).
+    #[arg(long, value_name = "G", value_parser = non_negative)]
+    pitch_class_hold: Option<f32>,
     /// Open pieces of the training split instead (where a sampler setting may be tuned).
     #[arg(long)]
     training_split: bool,
@@ -370,8 +370,8 @@ fn eval_faithfulness(a: EvalFaithfulnessArgs) -> Result<()> {
     eprintln!("eval-faithfulness: {} pieces, {} bars heard, {} continued, {} seeds", openings.len(), a.primer_bars, a.bars, a.seeds);
     let bar = progress_bar(openings.len() as u64);
     let mut opts = moodfader_engine::play::compose::ContinueOptions { temperature: a.temperature, key_aware: !a.no_key, ..Default::default() };
-    if let Some(w) = a.pitch_prior {
-        opts.pitch_prior = w;
+    if let Some(g) = a.pitch_class_hold {
+        opts.pitch_class_hold = g;
     }
     let r = faithfulness(&mut model, &openings, a.seeds, &opts, |i| bar.set_position(i as u64))?;
     bar.finish_and_clear();

@@ -97,10 +97,9 @@ pub struct SamplerSettings {
     pub range_target: Option<f32>,
     /// Log-probability taken off a pitch outside the scale.
     pub key_penalty: f32,
-    /// Log-probability added to each pitch class (of the sampled pitch, in the heard key's frame):
-    /// how the heard bars used the pitch classes ([`crate::play::steering::heard_pitch_prior`]),
-    /// or None.
-    pub pitch_prior: Option<[f32; 12]>,
+    /// Pitch-class governor: the share of notes in each pitch class (written, summing to 1) to
+    /// hold the continuation to, and its gain ([`pitch_class_pull`]), or None.
+    pub pitch_class_hold: Option<([f32; 12], f32)>,
     /// Most notes sounding at once.
     pub max_polyphony: usize,
     pub max_notes_per_bar: usize,
@@ -121,7 +120,7 @@ impl Default for SamplerSettings {
             register_target: None,
             range_target: None,
             key_penalty: 4.0,
-            pitch_prior: None,
+            pitch_class_hold: None,
             max_polyphony: 10,
             max_notes_per_bar: 48,
         }
@@ -159,6 +158,23 @@ fn mode_pull(hist: &[f32; 12], target: f32, span: f32, gain: f32) -> [f32; 12] {
         return [0.0; 12];
     }
     delta.map(|d| gain * err * d / max)
+}
+
+/// Floor added to both shares in [`pitch_class_pull`], so a pitch class neither asked for nor
+/// written yet is left alone rather than pushed without bound.
+const PITCH_CLASS_FLOOR: f32 = 0.02;
+
+/// The pitch-class governor's pull on each pitch class: `gain · ln((target + floor) / (now +
+/// floor))`, where `now` is each class's share of the notes written so far (`counts`, which
+/// start from the target's own shares, see [`PRIOR_CLASS_NOTES`]). A class the continuation has
+/// used less than the target gains, one it has overused loses; the model's choice among the
+/// classes that are on target is left as it is (unlike a fixed prior, which sharpens it).
+fn pitch_class_pull(target: &[f32; 12], counts: &[f32; 12], gain: f32) -> [f32; 12] {
+    let total: f32 = counts.iter().sum();
+    if !(total > 0.0 && gain.is_finite()) {
+        return [0.0; 12];
+    }
+    std::array::from_fn(|pc| gain * ((target[pc] + PITCH_CLASS_FLOOR) / (counts[pc] / total + PITCH_CLASS_FLOOR)).ln())
 }
 
 /// Grid steps of the 16th-note slots the feature `rhythm_density` counts.
@@ -225,6 +241,8 @@ pub mod gains {
 const PRIOR_PAIRS: f32 = 1.0;
 const PRIOR_NOTES: f32 = 2.0;
 const PRIOR_ARTICULATION: f32 = 1.0;
+/// Notes the pitch-class governor starts from, spread over the classes as its target spreads them.
+const PRIOR_CLASS_NOTES: f32 = 4.0;
 
 /// Governors: the sampler's closed-loop hold on the attributes the user asks for. Each measures
 /// what has been written so far the way the feature does (onsets per bar, filled 16th slots,
@@ -270,6 +288,10 @@ struct Governors {
     pitch_n: f32,
     lo: u8,
     hi: u8,
+    /// The pitch-class governor's target shares and gain, and the notes written in each pitch
+    /// class over the whole continuation (with the prior).
+    class_hold: Option<([f32; 12], f32)>,
+    class_notes: [f32; 12],
 }
 
 impl Governors {
@@ -301,7 +323,17 @@ impl Governors {
             pitch_n: 0.0,
             lo: u8::MAX,
             hi: 0,
+            class_hold: None,
+            class_notes: [0.0; 12],
         };
+        if let Some((t, gain)) = s.pitch_class_hold {
+            let sum: f32 = t.iter().sum();
+            if gain > 0.0 && sum > 0.0 && t.iter().all(|x| x.is_finite() && *x >= 0.0) {
+                let shares = t.map(|x| x / sum);
+                gov.class_hold = Some((shares, gain));
+                gov.class_notes = shares.map(|x| x * PRIOR_CLASS_NOTES);
+            }
+        }
         gov.start_bar();
         gov
     }
@@ -375,7 +407,15 @@ impl Governors {
         if let Some((target, span)) = self.mode
             && pitch_next
         {
-            guide.mode_pull = mode_pull(&self.key_window_hist(), target, span, gains::MODE);
+            guide.class_pull = mode_pull(&self.key_window_hist(), target, span, gains::MODE);
+        }
+        if let Some((target, gain)) = &self.class_hold
+            && pitch_next
+        {
+            let pull = pitch_class_pull(target, &self.class_notes, *gain);
+            for (x, p) in guide.class_pull.iter_mut().zip(pull) {
+                *x += p;
+            }
         }
         if let Some(t) = self.velocity
             && g.phase == Phase::NeedVelocity
@@ -455,6 +495,7 @@ impl Governors {
         self.hi = self.hi.max(pitch);
         self.group_new += 1;
         let pc = (pitch % 12) as usize;
+        self.class_notes[pc] += 1.0;
         self.pc_bars[self.pc_bar][pc] += dur.min(room) as f32;
         self.pc_carry[pc] += dur.saturating_sub(room) as f32;
         if self.group_durs.len() < self.group_durs.capacity() {
@@ -846,8 +887,8 @@ struct Guide {
     duration_aim: Option<f32>,
     /// The tension governor's view of the bar's dissonant fraction, for pitches at this onset.
     dissonance: Option<DissonanceAim>,
-    /// Added to the logit of a pitch written in each pitch class.
-    mode_pull: [f32; 12],
+    /// Added to the logit of a pitch written in each pitch class (the mode and pitch-class governors).
+    class_pull: [f32; 12],
     /// The velocity the dynamics governor aims the next note at.
     velocity_aim: Option<f32>,
     /// The written pitch the register governor pulls the next note toward.
@@ -932,10 +973,7 @@ fn sample(
                 {
                     x -= s.key_penalty.max(0.0);
                 }
-                if let Some(prior) = &s.pitch_prior {
-                    x += prior[(p % 12) as usize];
-                }
-                x += guide.mode_pull[(s.written(p) % 12) as usize] + guide.pitch_bias(s.written(p));
+                x += guide.class_pull[(s.written(p) % 12) as usize] + guide.pitch_bias(s.written(p));
                 if let Some(aim) = &guide.dissonance {
                     let (d, n) = intervals_with(s.written(p), sounding, at);
                     x += aim.bias(d, n);
@@ -1160,7 +1198,7 @@ mod tests {
             gov.on_note(p, 80, 3, 48);
         }
         let g = grammar(Phase::NeedPitch, Some(0), None);
-        let pull = gov.guide(&g, &plan(None, None), &[], 0).mode_pull;
+        let pull = gov.guide(&g, &plan(None, None), &[], 0).class_pull;
         let mode_with = |pc: usize| {
             let mut h = gov.key_window_hist();
             h[pc] += MODE_PROBE_STEPS;
@@ -1181,6 +1219,40 @@ mod tests {
         let g = grammar(Phase::Free, Some(0), Some(60));
         let r = gov.guide(&g, &plan(None, Some(1.0)), &[], 0);
         assert!(r.new_slot_bias > 0.0 && r.skip_slot_bias < 0.0 && r.end_bias < 0.0, "{r:?}");
+    }
+
+    #[test]
+    fn pitch_class_governor_holds_the_shares_it_was_given() {
+        let plan = BarPlan { steps: 48, levels: [4; 8], notes_target: None, slots_target: None };
+        // Heard: C three times as often as G (counts; the governor normalises them).
+        let mut target = [0.0f32; 12];
+        target[0] = 6.0;
+        target[7] = 2.0;
+        let mut gov = Governors::new(&SamplerSettings { pitch_class_hold: Some((target, 8.0)), ..Default::default() });
+        let g = grammar(Phase::NeedPitch, Some(0), None);
+        // Nothing written yet: the prior stands on the target, so nothing is pulled.
+        let pull = gov.guide(&g, &plan, &[], 0).class_pull;
+        assert!(pull.iter().all(|x| x.abs() < 1e-5), "{pull:?}");
+        // Four Cs written: G is now short of its share and C over it; a class never heard and
+        // never written stays where the model put it.
+        gov.on_position(0, &[], 0);
+        for _ in 0..4 {
+            gov.on_note(72, 80, 3, 48);
+        }
+        let pull = gov.guide(&g, &plan, &[], 0).class_pull;
+        assert!(pull[7] > 0.0 && pull[0] < 0.0 && pull[3] == 0.0, "{pull:?}");
+        // It lasts over the bar line (the whole continuation counts), and a pitch is not pulled
+        // while the grammar asks for something else.
+        gov.on_bar_end(48, &[], 0);
+        assert_eq!(gov.guide(&g, &plan, &[], 0).class_pull, pull);
+        assert_eq!(gov.guide(&grammar(Phase::NeedVelocity, Some(0), Some(72)), &plan, &[], 0).class_pull, [0.0; 12]);
+        // Off without a gain, or with nothing heard.
+        for hold in [Some((target, 0.0)), Some(([0.0; 12], 8.0)), None] {
+            let mut gov = Governors::new(&SamplerSettings { pitch_class_hold: hold, ..Default::default() });
+            gov.on_position(0, &[], 0);
+            gov.on_note(72, 80, 3, 48);
+            assert_eq!(gov.guide(&g, &plan, &[], 0).class_pull, [0.0; 12], "{hold:?}");
+        }
     }
 
     #[test]

@@ -328,7 +328,7 @@ pub fn heard_key(notes: &[Note], bars: &[BarWindow], last_bars: usize) -> Option
 }
 
 /// The duration-weighted pitch-class histogram of the last `last_bars` heard bars: what
-/// [`heard_key`] and [`heard_pitch_prior`] read.
+/// [`heard_key`] reads.
 pub fn heard_pitch_classes(notes: &[Note], bars: &[BarWindow], last_bars: usize) -> [f32; 12] {
     let mut hist = [0.0f32; 12];
     for w in bars.iter().rev().take(last_bars) {
@@ -340,36 +340,24 @@ pub fn heard_pitch_classes(notes: &[Note], bars: &[BarWindow], last_bars: usize)
     hist
 }
 
+/// How many notes of each pitch class start in the last `last_bars` heard bars (drums left out):
+/// the note-count histogram the pitch-class governor holds an unsteered continuation to.
+pub fn heard_pitch_class_counts(notes: &[Note], bars: &[BarWindow], last_bars: usize) -> [f32; 12] {
+    let mut hist = [0.0f32; 12];
+    for w in bars.iter().rev().take(last_bars) {
+        let first = notes.partition_point(|n| n.onset_s < w.start_s);
+        let end = first + notes[first..].partition_point(|n| n.onset_s < w.end_s);
+        for n in notes[first..end].iter().filter(|n| !n.is_drum()) {
+            hist[(n.pitch % 12) as usize] += 1.0;
+        }
+    }
+    hist
+}
+
 /// The key of a heard pitch-class histogram, or None when it says nothing.
 pub fn key_of(hist: &[f32; 12]) -> Option<KeyEstimate> {
     let k = find_key(hist);
     (k.clarity > 0.0).then_some(k)
-}
-
-/// Floor of the heard pitch-class shares in [`heard_pitch_prior`]: a pitch class not heard at all
-/// is this much less likely than one of twelve equal shares would be, times the weight.
-pub const PITCH_PRIOR_FLOOR: f32 = 0.02;
-
-/// A log-probability bonus per pitch class from how the last `last_bars` heard bars used them
-/// (duration-weighted): `weight · ln((share + floor) / (1/12 + floor))`, so an evenly used pitch
-/// class gets 0, a favoured one more and an unheard one less. The scale keeps the sampler in the
-/// heard key; this keeps it near the heard harmony within the key. None when nothing was heard
-/// or `weight` is 0.
-pub fn heard_pitch_prior(notes: &[Note], bars: &[BarWindow], last_bars: usize, weight: f32) -> Option<[f32; 12]> {
-    pitch_prior_of(&heard_pitch_classes(notes, bars, last_bars), weight)
-}
-
-/// [`heard_pitch_prior`] from the heard histogram itself.
-pub fn pitch_prior_of(hist: &[f32; 12], weight: f32) -> Option<[f32; 12]> {
-    if !(weight.is_finite() && weight > 0.0) {
-        return None;
-    }
-    let total: f32 = hist.iter().sum();
-    if total.partial_cmp(&1e-9) != Some(std::cmp::Ordering::Greater) {
-        return None;
-    }
-    let even = (1.0 / 12.0 + PITCH_PRIOR_FLOOR).ln();
-    Some(hist.map(|h| weight * ((h / total + PITCH_PRIOR_FLOOR).ln() - even)))
 }
 
 /// Where each mode of the ladder sits on the mode fader, in [`Mode::ALL`] order; `None` keeps a
@@ -414,23 +402,20 @@ mod tests {
     }
 
     #[test]
-    fn the_pitch_prior_favours_what_was_heard() {
+    fn heard_pitch_classes_are_counted_per_note_in_the_last_bars() {
         let bar = |i: usize| BarWindow { start_s: i as f64 * 2.0, end_s: i as f64 * 2.0 + 2.0, start_beats: i as f64 * 4.0, len_beats: 4.0, tempo_bpm: 120.0 };
-        let note = |beats: f64, pitch: u8, dur_s: f64| Note { onset_s: beats / 2.0, dur_s, onset_beats: beats, dur_beats: dur_s * 2.0, pitch, velocity: 90, channel: 0 };
-        // C held three times as long as G, in two bars; nothing else.
-        let notes = vec![note(0.0, 60, 1.5), note(3.0, 67, 0.5), note(4.0, 60, 1.5), note(7.0, 67, 0.5)];
-        let bars = [bar(0), bar(1)];
-        let p = heard_pitch_prior(&notes, &bars, 8, 1.0).unwrap();
-        let even = (1.0f32 / 12.0 + PITCH_PRIOR_FLOOR).ln();
-        assert!((p[0] - ((0.75 + PITCH_PRIOR_FLOOR).ln() - even)).abs() < 1e-5, "{p:?}");
-        assert!((p[7] - ((0.25 + PITCH_PRIOR_FLOOR).ln() - even)).abs() < 1e-5, "{p:?}");
-        assert!(p[0] > p[7] && p[7] > 0.0 && p[1] < 0.0 && p[1] == p[11]);
-        // The weight scales it; none for no weight or nothing heard.
-        let half = heard_pitch_prior(&notes, &bars, 8, 0.5).unwrap();
-        assert!((half[1] - 0.5 * p[1]).abs() < 1e-6);
-        assert!(heard_pitch_prior(&notes, &bars, 8, 0.0).is_none());
-        assert!(heard_pitch_prior(&notes, &bars, 8, f32::NAN).is_none());
-        assert!(heard_pitch_prior(&[], &bars, 8, 1.0).is_none());
+        let note = |beats: f64, pitch: u8, channel: u8| Note { onset_s: beats / 2.0, dur_s: 1.5, onset_beats: beats, dur_beats: 3.0, pitch, velocity: 90, channel };
+        // Bar 0: D; bar 1: C held long, G short, and a drum; bar 2: two Cs.
+        let notes = vec![note(0.0, 62, 0), note(4.0, 60, 0), note(7.0, 67, 0), note(7.5, 38, 9), note(8.0, 48, 0), note(10.0, 72, 0)];
+        let bars = [bar(0), bar(1), bar(2)];
+        let h = heard_pitch_class_counts(&notes, &bars, 2);
+        // By notes, not by time; drums left out; bar 0 is outside the last two bars.
+        assert_eq!(h[0], 3.0);
+        assert_eq!(h[7], 1.0);
+        assert_eq!(h[2], 0.0);
+        assert_eq!(h.iter().sum::<f32>(), 4.0);
+        assert_eq!(heard_pitch_class_counts(&notes, &bars, 8)[2], 1.0);
+        assert_eq!(heard_pitch_class_counts(&[], &bars, 8), [0.0; 12]);
     }
 
     #[test]
