@@ -340,16 +340,25 @@ pub struct EvalFaithfulnessArgs {
     /// Gain of the pitch-class governor (default: the product's; 0 for none).
     #[arg(long, value_name = "G", value_parser = non_negative)]
     pitch_class_hold: Option<f32>,
+    /// Most of the notes that may repeat a primer note (default: the product's; 1 for no limit).
+    #[arg(long, value_name = "SHARE", value_parser = non_negative)]
+    copy_limit: Option<f32>,
+    /// Gain of the copy governor (default: the product's).
+    #[arg(long, value_name = "G", value_parser = non_negative)]
+    copy_gain: Option<f32>,
     /// Open pieces of the training split instead (where a sampler setting may be tuned).
     #[arg(long)]
     training_split: bool,
+    /// Open pieces of one data set only.
+    #[arg(long, value_name = "SET", value_parser = ["emopia", "pop1k7", "pop909", "vgmidi"])]
+    data_set: Option<String>,
     /// Write the report (JSON) here instead of stdout.
     #[arg(short = 'o', value_name = "OUT.json")]
     out: Option<PathBuf>,
 }
 
 fn eval_faithfulness(a: EvalFaithfulnessArgs) -> Result<()> {
-    use moodfader_engine::lab::faithful::{faithfulness, heldout_openings};
+    use moodfader_engine::lab::faithful::{faithfulness, split_openings};
     use moodfader_engine::play::compose::MAX_BARS;
     use moodfader_engine::play::continuation::ContinuationModel;
 
@@ -357,13 +366,10 @@ fn eval_faithfulness(a: EvalFaithfulnessArgs) -> Result<()> {
         bail!("--primer-bars, --pieces and --seeds must be at least 1 and --bars 1..={MAX_BARS}");
     }
     let data = a.data.dir();
-    let openings = if a.training_split {
-        moodfader_engine::lab::faithful::training_openings(&data, a.pieces, a.primer_bars, a.bars)
-    } else {
-        heldout_openings(&data, a.pieces, a.primer_bars, a.bars)
-    };
+    let openings = split_openings(&data, a.pieces, a.primer_bars, a.bars, !a.training_split, a.data_set.as_deref());
     if openings.is_empty() {
-        bail!("{}: no validation-split piece of at least {} bars found", data.display(), a.primer_bars + a.bars);
+        let split = if a.training_split { "training" } else { "validation" };
+        bail!("{}: no {split}-split piece of at least {} bars found", data.display(), a.primer_bars + a.bars);
     }
     moodfader_engine::runtime::ensure_runtime(None)?;
     let mut model = ContinuationModel::load_default()?;
@@ -373,6 +379,12 @@ fn eval_faithfulness(a: EvalFaithfulnessArgs) -> Result<()> {
     if let Some(g) = a.pitch_class_hold {
         opts.pitch_class_hold = g;
     }
+    if let Some(x) = a.copy_limit {
+        opts.copy_limit = x;
+    }
+    if let Some(g) = a.copy_gain {
+        opts.copy_gain = g;
+    }
     let r = faithfulness(&mut model, &openings, a.seeds, &opts, |i| bar.set_position(i as u64))?;
     bar.finish_and_clear();
     let json = serde_json::to_string_pretty(&r)?;
@@ -380,10 +392,10 @@ fn eval_faithfulness(a: EvalFaithfulnessArgs) -> Result<()> {
         Some(out) => write_atomically(out, json.as_bytes())?,
         None => println!("{json}"),
     }
-    for (what, c) in [("continuation", &r.continuation), ("primer again", &r.replay_primer)] {
+    for (what, c) in [("continuation", &r.continuation), ("primer again", &r.replay_primer), ("real next", &r.real_next)] {
         eprintln!(
-            "  {what:13} pitch-class overlap {:.3}, density |log2| error {:.3}, copies the primer {:.3} ({} notes)",
-            c.pitch_class_overlap, c.density_log2_error, c.copy_fraction, c.notes
+            "  {what:13} pitch-class overlap {:.3}, density |log2| error {:.3} (against the heard bars {:.3}), copies the primer {:.3} ({} notes)",
+            c.pitch_class_overlap, c.density_log2_error, c.density_vs_heard, c.copy_fraction, c.notes
         );
     }
     for (set, c, again) in &r.by_data_set {

@@ -48,18 +48,21 @@ pub fn demo_primers(demo: &crate::listen::midifile::Piece) -> Vec<Primer> {
 /// export's validation split (every 10th group of [`crate::lab::export::continuation_corpus`] in
 /// sorted order), spread evenly over it.
 pub fn heldout_primers(data: &std::path::Path, n: usize, bars: usize) -> Vec<Primer> {
-    split_primers(data, n, bars, true)
+    split_primers(data, n, bars, true, None)
 }
 
 /// Primers from pieces the continuation model trained on (none of [`heldout_primers`]' split):
 /// what the bridge is calibrated on, so the evaluation's primers stay unseen by it too.
 pub fn training_primers(data: &std::path::Path, n: usize, bars: usize) -> Vec<Primer> {
-    split_primers(data, n, bars, false)
+    split_primers(data, n, bars, false, None)
 }
 
-fn split_primers(data: &std::path::Path, n: usize, bars: usize, validation: bool) -> Vec<Primer> {
+/// `n` primers of `bars` bars spread evenly over one split of the continuation corpus (the
+/// validation split or the training split), from one data set only when `set` names it (the
+/// first part of a piece's id: emopia, pop1k7, pop909, vgmidi).
+pub fn split_primers(data: &std::path::Path, n: usize, bars: usize, validation: bool, set: Option<&str>) -> Vec<Primer> {
     let files = crate::lab::export::continuation_corpus(data);
-    let valid: Vec<_> = files.into_iter().filter(|e| e.valid == validation).collect();
+    let valid: Vec<_> = files.into_iter().filter(|e| e.valid == validation && set.is_none_or(|s| e.id.split('/').next() == Some(s))).collect();
     let step = (valid.len() / n.max(1)).max(1);
     valid
         .iter()

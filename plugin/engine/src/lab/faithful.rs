@@ -17,7 +17,7 @@
 use anyhow::Result;
 use serde::Serialize;
 
-use crate::lab::evaluate::{Primer, heldout_primers, training_primers};
+use crate::lab::evaluate::{Primer, split_primers};
 use crate::listen::notes::{BarWindow, Note};
 use crate::play::compose::{ContinueOptions, bars_after, continue_notes};
 use crate::play::continuation::ContinuationModel;
@@ -36,13 +36,13 @@ pub struct Opening {
 /// Openings of `n` validation-split pieces of the continuation corpus under `data`: `primer_bars`
 /// bars heard, then `next_bars` bars that follow (pieces shorter than both are skipped).
 pub fn heldout_openings(data: &std::path::Path, n: usize, primer_bars: usize, next_bars: usize) -> Vec<Opening> {
-    heldout_primers(data, n, primer_bars + next_bars).into_iter().filter_map(|p| cut(p, primer_bars, next_bars)).collect()
+    split_openings(data, n, primer_bars, next_bars, true, None)
 }
 
-/// Like [`heldout_openings`], from pieces of the training split: where a setting may be tuned
-/// without touching the pieces it is reported on.
-pub fn training_openings(data: &std::path::Path, n: usize, primer_bars: usize, next_bars: usize) -> Vec<Opening> {
-    training_primers(data, n, primer_bars + next_bars).into_iter().filter_map(|p| cut(p, primer_bars, next_bars)).collect()
+/// Openings of `n` pieces of one split (the validation split when `validation`; the training
+/// split is where a sampler setting may be tuned), of one data set only when `set` names it.
+pub fn split_openings(data: &std::path::Path, n: usize, primer_bars: usize, next_bars: usize, validation: bool, set: Option<&str>) -> Vec<Opening> {
+    split_primers(data, n, primer_bars + next_bars, validation, set).into_iter().filter_map(|p| cut(p, primer_bars, next_bars)).collect()
 }
 
 /// Splits a primer of at least `primer_bars + next_bars` bars into an [`Opening`].
@@ -115,6 +115,9 @@ pub struct Closeness {
     pub copy_fraction: f64,
     /// Notes written, over every piece and seed.
     pub notes: usize,
+    /// Mean density error against the heard bars (the primer's last bars, as many as compared):
+    /// how closely the answer holds the density it heard.
+    pub density_vs_heard: f64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -128,11 +131,43 @@ pub struct FaithfulnessReport {
     pub per_seed: Vec<Closeness>,
     /// The naive answer: the primer's last bars played again.
     pub replay_primer: Closeness,
+    /// The real next bars measured the same way (overlap 1 and density error 0 by definition):
+    /// how much the music itself repeats its primer note for note, and how far its density
+    /// moves from the heard bars'.
+    pub real_next: Closeness,
     /// Continuations with no note at all (counted in the figures as written).
     pub empty_continuations: usize,
     /// The continuation and the replayed primer per data set (the first part of a piece's id:
     /// emopia, pop1k7, pop909, vgmidi), in name order.
     pub by_data_set: Vec<(String, Closeness, Closeness)>,
+    /// Each piece's notes per bar: heard, really following, and continued.
+    pub per_piece: Vec<PieceDensity>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PieceDensity {
+    pub name: String,
+    pub heard: Vec<usize>,
+    pub next: Vec<usize>,
+    /// Notes per bar of each seed's continuation.
+    pub continued: Vec<f64>,
+    /// Notes per pitch class in each heard bar, and in the bars that really follow (all together).
+    pub heard_classes: Vec<[u32; 12]>,
+    pub next_classes: [u32; 12],
+}
+
+/// Notes per pitch class (drums left out) starting in `bar`.
+fn classes_in(notes: &[Note], bar: &BarWindow) -> [u32; 12] {
+    let mut h = [0u32; 12];
+    for n in notes.iter().filter(|n| !n.is_drum() && n.onset_beats >= bar.start_beats && n.onset_beats < bar.start_beats + bar.len_beats) {
+        h[(n.pitch % 12) as usize] += 1;
+    }
+    h
+}
+
+/// Notes (drums left out) starting in each of `bars`.
+fn notes_per_bar(notes: &[Note], bars: &[BarWindow]) -> Vec<usize> {
+    bars.iter().map(|b| notes.iter().filter(|n| !n.is_drum() && n.onset_beats >= b.start_beats && n.onset_beats < b.start_beats + b.len_beats).count()).collect()
 }
 
 /// Accumulates [`Closeness`] over trials.
@@ -143,6 +178,7 @@ struct Tally {
     copied: usize,
     notes: usize,
     trials: usize,
+    vs_heard: f64,
 }
 
 impl Tally {
@@ -151,6 +187,8 @@ impl Tally {
         self.density += density_error(written, bars.len(), &o.next_notes, o.next_bars.len());
         self.copied += copied_notes(written, bars, &o.primer.notes, &o.primer.bars);
         self.notes += written.iter().filter(|n| !n.is_drum()).count();
+        let (again, again_bars) = replay_last_bars(o, o.next_bars.len());
+        self.vs_heard += density_error(written, bars.len(), &again, again_bars.len());
         self.trials += 1;
     }
 
@@ -161,6 +199,7 @@ impl Tally {
             density_log2_error: self.density / t,
             copy_fraction: if self.notes > 0 { self.copied as f64 / self.notes as f64 } else { 0.0 },
             notes: self.notes,
+            density_vs_heard: self.vs_heard / t,
         }
     }
 }
@@ -186,14 +225,17 @@ pub fn replay_last_bars(o: &Opening, n: usize) -> (Vec<Note>, Vec<BarWindow>) {
 /// and every fader on auto; bars and seed are set here) and measures
 /// both the continuation and the replayed primer against what really follows.
 pub fn faithfulness(model: &mut ContinuationModel, openings: &[Opening], seeds: u64, base: &ContinueOptions, mut progress: impl FnMut(usize)) -> Result<FaithfulnessReport> {
-    let (mut cont, mut replay) = (Tally::default(), Tally::default());
+    let (mut cont, mut replay, mut real) = (Tally::default(), Tally::default(), Tally::default());
     let mut by_set: std::collections::BTreeMap<String, (Tally, Tally)> = std::collections::BTreeMap::new();
     let mut per_seed: Vec<Tally> = (0..seeds).map(|_| Tally::default()).collect();
     let mut empty = 0;
+    let mut per_piece = Vec::with_capacity(openings.len());
     for (i, o) in openings.iter().enumerate() {
+        let mut continued = Vec::with_capacity(seeds as usize);
         let bars = o.next_bars.len();
         let (again, again_bars) = replay_last_bars(o, bars);
         replay.add(&again, &again_bars, o);
+        real.add(&o.next_notes, &o.next_bars, o);
         let set = by_set.entry(o.name.split('/').next().unwrap_or("").to_string()).or_default();
         set.1.add(&again, &again_bars, o);
         let future = bars_after(&o.primer.bars[o.primer.bars.len() - 1], bars as u32);
@@ -201,12 +243,21 @@ pub fn faithfulness(model: &mut ContinuationModel, openings: &[Opening], seeds: 
             let opts = ContinueOptions { bars: bars as u32, seed: 1 + seed, ..*base };
             let c = continue_notes(model, &o.primer.notes, &o.primer.bars, &future, &opts, |_, _| true)?;
             empty += c.notes.is_empty() as usize;
+            continued.push(c.notes.iter().filter(|n| !n.is_drum()).count() as f64 / bars as f64);
             cont.add(&c.notes, &future, o);
             per_seed[seed as usize].add(&c.notes, &future, o);
             if let Some(set) = by_set.get_mut(o.name.split('/').next().unwrap_or("")) {
                 set.0.add(&c.notes, &future, o);
             }
         }
+        per_piece.push(PieceDensity {
+            name: o.name.clone(),
+            heard: notes_per_bar(&o.primer.notes, &o.primer.bars),
+            next: notes_per_bar(&o.next_notes, &o.next_bars),
+            continued,
+            heard_classes: o.primer.bars.iter().map(|b| classes_in(&o.primer.notes, b)).collect(),
+            next_classes: o.next_bars.iter().map(|b| classes_in(&o.next_notes, b)).fold([0; 12], |a, h| std::array::from_fn(|i| a[i] + h[i])),
+        });
         progress(i + 1);
     }
     Ok(FaithfulnessReport {
@@ -216,8 +267,10 @@ pub fn faithfulness(model: &mut ContinuationModel, openings: &[Opening], seeds: 
         continuation: cont.closeness(),
         per_seed: per_seed.iter().map(Tally::closeness).collect(),
         replay_primer: replay.closeness(),
+        real_next: real.closeness(),
         empty_continuations: empty,
         by_data_set: by_set.into_iter().map(|(k, (c, r))| (k, c.closeness(), r.closeness())).collect(),
+        per_piece,
     })
 }
 
