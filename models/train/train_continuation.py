@@ -476,6 +476,7 @@ def main() -> None:
     ap.add_argument("--checkpoint-every", type=int, default=500)
     ap.add_argument("--export-only", action="store_true", help="export the checkpoint, do not train")
     ap.add_argument("--resume", default="", help="committed weights-only checkpoint: read when --work has none, rewritten after training")
+    ap.add_argument("--grow-from", default="", help="weights-only checkpoint of a shallower model (same width) to start from when --work has no checkpoint: its layers come first, each added layer starts as the identity (its output projections zero)")
     ap.add_argument("--no-quantize", dest="quantize", action="store_false", help="always ship float32")
     ap.add_argument("--device", default="auto", help="cuda, cpu or auto (cuda when there is one)")
     ap.add_argument("--anneal-by-time", action="store_true", help="the cosine schedule follows --minutes when that ends the run before --steps")
@@ -535,6 +536,25 @@ def main() -> None:
         rewarm_from = step
         rng = np.random.default_rng(args.seed + step)
         log(f"resumed weights from {args.resume} at step {step} ({train_seconds / 60:.1f} min trained); optimiser state rebuilt")
+    elif args.grow_from:
+        ck = torch.load(args.grow_from, weights_only=False, map_location=dev)
+        a = ck["arch"]
+        same = {k: a[k] for k in ("d_model", "heads", "d_ff", "context")} == {k: arch_dict()[k] for k in ("d_model", "heads", "d_ff", "context")}
+        if ck["vocab"] != vocab or not same or a["layers"] >= N_LAYERS:
+            raise SystemExit(f"{args.grow_from}: not a shallower model of the same width and vocabulary ({a})")
+        state = model.state_dict()
+        for k, v in ck["model"].items():
+            state[k] = v.float()
+        for i in range(a["layers"], N_LAYERS):
+            for name in ("proj", "fc2"):
+                state[f"blocks.{i}.{name}.weight"].zero_()
+                state[f"blocks.{i}.{name}.bias"].zero_()
+        model.load_state_dict(state)
+        step, history, tokens_seen = ck["step"], ck["history"], ck["tokens_seen"]
+        train_seconds = ck.get("train_seconds", 0.0)
+        rewarm_from = step
+        rng = np.random.default_rng(args.seed + step)
+        log(f"grown from {args.grow_from} ({a['layers']} layers, step {step}) to {N_LAYERS} layers; the new ones start as the identity")
     log(f"model: {n_params} parameters, d={D_MODEL} layers={N_LAYERS} heads={N_HEADS} ff={D_FF} context={CONTEXT}, on {dev}")
 
     def save():
