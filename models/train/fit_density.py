@@ -1,6 +1,6 @@
 """Fits the density an unsteered continuation aims at (`steering::expected_notes_per_beat`).
 
-Reads reports of `moodfader lab eval-faithfulness --training-split ... -o REPORT.json` (their
+Reads reports of `moodfader lab eval-faithfulness --training-split --per-piece ... -o REPORT.json` (their
 `per_piece` notes per bar, heard and really following, as the Rust code counts them) and fits
 log2(mean notes per bar of the next bars + 1) on the heard bars by least absolute deviation:
 the mean (m), the mean of the last two (l) and the spread of the bars' own logarithms (s). Prints

@@ -67,6 +67,7 @@ N_INNER = 3
 HOLDOUT_EVERY = 5
 CLIP_LOGIT_SCALE = 4.0  # EMOPIA: logit = 4 x the clip's mean reading (a mean of 0.5 is a logit of 2)
 PARITY_ATOL = 1e-4
+VG_AFFINE = False  # set by --vg-affine
 LABELS = ("valence", "arousal")
 
 CONTEXT_RULE = (
@@ -505,7 +506,12 @@ def train_model(ts: TrainSet, cand: Candidate, steps: int, seed: int, use: np.nd
     x_all = np.concatenate([ts.x_bars, ts.x_clips]) if use_clips else ts.x_bars
     mean, std = standardiser(transform_input(x_all, logged))
     model = EmotionNet(ts.x_bars.shape[1], hidden, mean, std, use, logged)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=wd)
+    # VGMIDI's ratings are read through a free scale and offset per output (learnt here, not
+    # exported): Pearson r, what the bars count, does not see them, and the model's own zero
+    # and scale are left to EMOPIA's quadrant signs, which the product reads by sign.
+    cal = nn.Parameter(torch.tensor([[1.0, 1.0], [0.0, 0.0]]))
+    groups = [{"params": model.parameters(), "weight_decay": wd}] + ([{"params": [cal], "weight_decay": 0.0}] if VG_AFFINE else [])
+    opt = torch.optim.AdamW(groups, lr=lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, steps))
     xb, yb = torch.from_numpy(ts.x_bars), torch.from_numpy(ts.y_bars)
     xc = torch.from_numpy(ts.x_clips)
@@ -515,7 +521,7 @@ def train_model(ts: TrainSet, cand: Candidate, steps: int, seed: int, use: np.nd
     counts = torch.zeros(n_clips).index_add_(0, ci, torch.ones(len(ci))).clamp(min=1.0)[:, None]
     model.train()
     for _ in range(steps):
-        loss = nn.functional.mse_loss(model(xb), yb)
+        loss = nn.functional.mse_loss(model(xb) * cal[0] + cal[1], yb)
         if use_clips:
             clip_mean = torch.zeros(n_clips, 2).index_add_(0, ci, model(xc)) / counts
             loss = loss + cand.emopia_weight * nn.functional.softplus(-signs * CLIP_LOGIT_SCALE * clip_mean).mean()
@@ -810,7 +816,10 @@ def main() -> None:
     ap.add_argument("--out", required=True, help="directory for emotion_va.onnx and emotion_va.json")
     ap.add_argument("--seed", type=int, default=1234)
     ap.add_argument("--steps", type=int, default=400, help="full-batch optimiser steps per model")
+    ap.add_argument("--vg-affine", action="store_true", help="fit VGMIDI's ratings through a free scale and offset per output")
     args = ap.parse_args()
+    global VG_AFFINE
+    VG_AFFINE = args.vg_affine
     if args.steps < 1:
         fail("--steps must be at least 1")
 

@@ -352,6 +352,9 @@ pub struct EvalFaithfulnessArgs {
     /// Open pieces of one data set only.
     #[arg(long, value_name = "SET", value_parser = ["emopia", "pop1k7", "pop909", "vgmidi"])]
     data_set: Option<String>,
+    /// Also report each piece's notes per bar and per pitch class (heard, real, continued).
+    #[arg(long)]
+    per_piece: bool,
     /// Write the report (JSON) here instead of stdout.
     #[arg(short = 'o', value_name = "OUT.json")]
     out: Option<PathBuf>,
@@ -385,8 +388,11 @@ fn eval_faithfulness(a: EvalFaithfulnessArgs) -> Result<()> {
     if let Some(g) = a.copy_gain {
         opts.copy_gain = g;
     }
-    let r = faithfulness(&mut model, &openings, a.seeds, &opts, |i| bar.set_position(i as u64))?;
+    let mut r = faithfulness(&mut model, &openings, a.seeds, &opts, |i| bar.set_position(i as u64))?;
     bar.finish_and_clear();
+    if !a.per_piece {
+        r.per_piece.clear();
+    }
     let json = serde_json::to_string_pretty(&r)?;
     match &a.out {
         Some(out) => write_atomically(out, json.as_bytes())?,

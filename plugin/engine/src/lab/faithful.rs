@@ -140,7 +140,9 @@ pub struct FaithfulnessReport {
     /// The continuation and the replayed primer per data set (the first part of a piece's id:
     /// emopia, pop1k7, pop909, vgmidi), in name order.
     pub by_data_set: Vec<(String, Closeness, Closeness)>,
-    /// Each piece's notes per bar: heard, really following, and continued.
+    /// Each piece's notes per bar and per pitch class: heard, really following, and continued
+    /// (what `models/train/fit_density.py` fits); left out of the report unless asked for.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub per_piece: Vec<PieceDensity>,
 }
 

@@ -347,7 +347,7 @@ pub fn heard_pitch_classes(notes: &[Note], bars: &[BarWindow], last_bars: usize)
 /// logarithms (`s`): `0.393 + 0.539 m + 0.369 l + 0.140 s`.
 ///
 /// Fitted on 2,186 openings of training-split pieces (all four data sets; `moodfader lab
-/// eval-faithfulness --training-split --pieces 1500 --seeds 1 -o tr.json`, the same with
+/// eval-faithfulness --training-split --per-piece --pieces 1500 --seeds 1 -o tr.json`, the same with
 /// `--data-set vgmidi --pieces 2000`, then `models/train/fit_density.py tr.json vg.json`). Its
 /// |log2| error against the real next bars in 5-fold cross-validation: 0.270, where the heard
 /// density alone (the primer played again) misses by 0.327 and its mean bar count fitted alone
