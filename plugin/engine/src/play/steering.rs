@@ -360,7 +360,7 @@ pub fn heard_pitch_classes(notes: &[Note], bars: &[BarWindow], last_bars: usize)
 pub fn expected_notes_per_beat(notes: &[Note], bars: &[BarWindow]) -> Option<f32> {
     let last: Vec<&BarWindow> = bars.iter().rev().take(DENSITY_BARS).collect();
     let dur: f64 = last.iter().map(|w| w.len_beats).sum();
-    if last.is_empty() || !(dur > 0.0) {
+    if last.is_empty() || !dur.is_finite() || dur <= 0.0 {
         return None;
     }
     // Oldest first.
