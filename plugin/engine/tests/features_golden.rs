@@ -163,3 +163,29 @@ fn demo_features_match_golden() {
         }
     }
 }
+
+/// `onset_offgrid`: onsets on the 32nd and 16th-triplet grid count as on it, whatever the note
+/// values; onsets a few milliseconds off count as off. Sequenced bars read 0, played ones more.
+#[test]
+fn onsets_off_the_grid_are_counted() {
+    use moodfader_engine::feel::features::off_grid;
+    for beats in [0.0, 0.125, 1.0 / 6.0, 0.25, 1.0 / 3.0, 0.5, 2.0 / 3.0, 0.875, 3.0, 3.0 + 5.0 / 6.0] {
+        assert!(!off_grid(beats), "{beats} is on the grid");
+    }
+    for beats in [0.03, 0.21, 0.3, 1.45, 2.0 + 0.06] {
+        assert!(off_grid(beats), "{beats} is off the grid");
+    }
+    // The three-bar file is sequenced: every bar with notes reads 0.
+    let piece = parse_midi(&three_bar_file()).unwrap();
+    let f = features_for_bars(&piece.notes, &piece.bars);
+    assert!(f.iter().all(|b| b[idx("onset_offgrid")] == 0.0));
+    // Four quarter notes, the 2nd and 4th played 20 ms late (120 BPM, 480 ticks: 19 ticks).
+    let mut ev: Vec<(u32, Vec<u8>)> = Vec::new();
+    for (delay, hold) in [(0u32, 480u32), (19, 461), (0, 480), (19, 461)] {
+        ev.push((delay, vec![0x90, 60, 90]));
+        ev.push((hold, vec![0x80, 60, 0]));
+    }
+    let piece = parse_midi(&smf(480, &ev)).unwrap();
+    let f = features_for_bars(&piece.notes, &piece.bars);
+    assert!((f[0][idx("onset_offgrid")] - 0.5).abs() < 1e-6, "got {}", f[0][idx("onset_offgrid")]);
+}

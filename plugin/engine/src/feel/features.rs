@@ -13,10 +13,11 @@ use crate::listen::notes::{BarWindow, Note};
 /// 3 the context vector gains the long mean ([`LongMean`]); 4 melody and bass register, melodic
 /// motion and leaps, harmonic changes; 5 the long mean starts again at a new section
 /// ([`LONG_MEAN_NOVELTY`]); 6 harmony relative to the key (chord quality, scale, tonic, dominant
-/// and subdominant weight, the third above the bass) and melodic contour.
-pub const FEATURE_SPEC_VERSION: u32 = 6;
+/// and subdominant weight, the third above the bass) and melodic contour; 7 timing off the grid
+/// ([`OFFGRID_TOLERANCE_BEATS`]: performed against sequenced music).
+pub const FEATURE_SPEC_VERSION: u32 = 7;
 
-pub const NUM_FEATURES: usize = 27;
+pub const NUM_FEATURES: usize = 28;
 
 /// Feature names, in the order of the feature vector.
 pub const FEATURE_NAMES: [&str; NUM_FEATURES] = [
@@ -47,7 +48,16 @@ pub const FEATURE_NAMES: [&str; NUM_FEATURES] = [
     "bass_third",       // over onsets: major third above the lowest sounding note (+1) or minor third (-1)
     "melody_conjunct",  // share of top-voice steps of at most two semitones (repeats included)
     "melody_contour",   // top-voice steps up minus steps down, over all steps
+    "onset_offgrid",    // share of onsets off the 32nd and 16th-triplet grid (see OFFGRID_TOLERANCE_BEATS)
 ];
+
+/// An onset further than this (in quarter notes) from every 32nd-note and 16th-triplet position of
+/// its bar counts as off the grid for feature `onset_offgrid`: about 5 ms at 120 BPM. Sequenced
+/// or quantized music sits on the grid (0); a performance played freely, or against a click,
+/// lands there by chance, about one onset in four (12 grid points per beat, each catching 1/48
+/// of a beat). The emotion model reads it to tell the two kinds of music apart: listeners hear
+/// the same cues differently in them (EMOPIA's performances against VGMIDI's sequenced pieces).
+pub const OFFGRID_TOLERANCE_BEATS: f64 = 1.0 / 96.0;
 
 /// Scale degrees (semitones above the tonic) that feature `in_key` counts, major and minor.
 const MAJOR_SCALE: [u8; 7] = [0, 2, 4, 5, 7, 9, 11];
@@ -77,14 +87,14 @@ pub const LONG_MEAN_NOVELTY: f32 = 1.5;
 /// register, range, articulation, note length, polyphony, dissonance, melody and bass.
 pub const NOVELTY_FEATURES: [bool; NUM_FEATURES] = [
     true, true, true, false, true, true, false, false, true, true, true, true, false, false, true, true, false, false, false,
-    false, false, false, false, false, false, false, false,
+    false, false, false, false, false, false, false, false, false,
 ];
 
 /// Each feature's spread (standard deviation over the 8 805 labelled VGMIDI bars): the unit of
 /// the section test (1 for the features it does not compare).
 pub const NOVELTY_SCALE: Features = [
     4.837, 0.239, 0.189, 0.041, 10.698, 12.914, 0.177, 0.124, 0.295, 0.902, 1.736, 0.166, 35.226, 0.118, 12.508, 11.818,
-    2.255, 3.162, 0.285, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0,
+    2.255, 3.162, 0.285, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0,
 ];
 
 /// How far `f` lies from `mean` for the section test (see [`LONG_MEAN_NOVELTY`]).
@@ -183,6 +193,7 @@ pub fn bar_features(notes: &[Note], w: &BarWindow, bar_hist: &[f32; 12], key_his
     }
     let filled: u32 = slot_bits.iter().map(|b| b.count_ones()).sum();
     f[1] = filled as f32 / num_slots as f32;
+    f[27] = bar_notes().filter(|n| off_grid(n.onset_beats - w.start_beats)).count() as f32 / count;
 
     // Dynamics.
     let vel_mean = bar_notes().map(|n| n.velocity as f32).sum::<f32>() / count;
@@ -341,6 +352,12 @@ pub fn bar_features(notes: &[Note], w: &BarWindow, bar_hist: &[f32; 12], key_his
         }
     }
     f
+}
+
+/// Whether an onset `beats` after its bar's start lies off the grid (feature `onset_offgrid`).
+pub fn off_grid(beats: f64) -> bool {
+    let from = |per_beat: f64| ((beats * per_beat).round() - beats * per_beat).abs() / per_beat;
+    from(8.0).min(from(6.0)) > OFFGRID_TOLERANCE_BEATS
 }
 
 /// The harmony features of a bar (its duration-weighted pitch-class histogram `hist`) relative to

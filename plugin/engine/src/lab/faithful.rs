@@ -161,7 +161,7 @@ pub struct PieceDensity {
 /// Notes per pitch class (drums left out) starting in `bar`.
 fn classes_in(notes: &[Note], bar: &BarWindow) -> [u32; 12] {
     let mut h = [0u32; 12];
-    for n in notes.iter().filter(|n| !n.is_drum() && n.onset_beats >= bar.start_beats && n.onset_beats < bar.start_beats + bar.len_beats) {
+    for n in notes.iter().filter(|n| !n.is_drum() && bar.contains_beat(n.onset_beats)) {
         h[(n.pitch % 12) as usize] += 1;
     }
     h
@@ -169,7 +169,7 @@ fn classes_in(notes: &[Note], bar: &BarWindow) -> [u32; 12] {
 
 /// Notes (drums left out) starting in each of `bars`.
 fn notes_per_bar(notes: &[Note], bars: &[BarWindow]) -> Vec<usize> {
-    bars.iter().map(|b| notes.iter().filter(|n| !n.is_drum() && n.onset_beats >= b.start_beats && n.onset_beats < b.start_beats + b.len_beats).count()).collect()
+    bars.iter().map(|b| classes_in(notes, b).iter().sum::<u32>() as usize).collect()
 }
 
 /// Accumulates [`Closeness`] over trials.
@@ -184,13 +184,14 @@ struct Tally {
 }
 
 impl Tally {
-    fn add(&mut self, written: &[Note], bars: &[BarWindow], o: &Opening) {
+    /// `again` is the replayed primer and its bar count ([`replay_last_bars`]), which
+    /// `density_vs_heard` compares with.
+    fn add(&mut self, written: &[Note], bars: &[BarWindow], o: &Opening, again: (&[Note], usize)) {
         self.overlap += pitch_class_overlap(written, &o.next_notes);
         self.density += density_error(written, bars.len(), &o.next_notes, o.next_bars.len());
         self.copied += copied_notes(written, bars, &o.primer.notes, &o.primer.bars);
         self.notes += written.iter().filter(|n| !n.is_drum()).count();
-        let (again, again_bars) = replay_last_bars(o, o.next_bars.len());
-        self.vs_heard += density_error(written, bars.len(), &again, again_bars.len());
+        self.vs_heard += density_error(written, bars.len(), again.0, again.1);
         self.trials += 1;
     }
 
@@ -236,20 +237,21 @@ pub fn faithfulness(model: &mut ContinuationModel, openings: &[Opening], seeds: 
         let mut continued = Vec::with_capacity(seeds as usize);
         let bars = o.next_bars.len();
         let (again, again_bars) = replay_last_bars(o, bars);
-        replay.add(&again, &again_bars, o);
-        real.add(&o.next_notes, &o.next_bars, o);
+        let heard = (again.as_slice(), again_bars.len());
+        replay.add(&again, &again_bars, o, heard);
+        real.add(&o.next_notes, &o.next_bars, o, heard);
         let set = by_set.entry(o.name.split('/').next().unwrap_or("").to_string()).or_default();
-        set.1.add(&again, &again_bars, o);
+        set.1.add(&again, &again_bars, o, heard);
         let future = bars_after(&o.primer.bars[o.primer.bars.len() - 1], bars as u32);
         for seed in 0..seeds {
             let opts = ContinueOptions { bars: bars as u32, seed: 1 + seed, ..*base };
             let c = continue_notes(model, &o.primer.notes, &o.primer.bars, &future, &opts, |_, _| true)?;
             empty += c.notes.is_empty() as usize;
             continued.push(c.notes.iter().filter(|n| !n.is_drum()).count() as f64 / bars as f64);
-            cont.add(&c.notes, &future, o);
-            per_seed[seed as usize].add(&c.notes, &future, o);
+            cont.add(&c.notes, &future, o, heard);
+            per_seed[seed as usize].add(&c.notes, &future, o, heard);
             if let Some(set) = by_set.get_mut(o.name.split('/').next().unwrap_or("")) {
-                set.0.add(&c.notes, &future, o);
+                set.0.add(&c.notes, &future, o, heard);
             }
         }
         per_piece.push(PieceDensity {

@@ -48,6 +48,12 @@ impl BarWindow {
         (self.end_s - self.start_s).max(1e-6)
     }
 
+    /// Whether a song position (quarter notes) falls in this bar: from its start, up to but not
+    /// including its end.
+    pub fn contains_beat(&self, beats: f64) -> bool {
+        beats >= self.start_beats && beats < self.start_beats + self.len_beats
+    }
+
     /// Bar length in quarter notes for a time signature `num`/`den`.
     pub fn len_beats_for_meter(num: u32, den: u32) -> f64 {
         let num = num.clamp(1, 64) as f64;

@@ -55,7 +55,10 @@ pub const HEARD_CLASS_PSEUDO_NOTES: f32 = 2.0;
 pub const COPY_LIMIT: f32 = 0.25;
 pub const COPY_GAIN: f32 = 20.0;
 
-/// Attributes whose governor holds what was heard even on auto. The model follows its density
+/// Attributes governed even on auto, when nothing is asked. Note density aims at what the heard
+/// bars predict for the next ones ([`crate::play::steering::expected_notes_per_beat`]); the
+/// heard density, clamped to the fader's range, is only the fallback when no bar was heard. The
+/// history: the model follows its density
 /// conditioning loosely: unsteered, on 120 openings of training-split pieces × 4 seeds (`moodfader
 /// lab eval-faithfulness --training-split --pieces 120 --seeds 4`), the continuation missed the
 /// real next bars' notes per bar by 0.344 (|log2|) where replaying the primer missed by 0.295;

@@ -367,7 +367,7 @@ pub fn expected_notes_per_beat(notes: &[Note], bars: &[BarWindow]) -> Option<f32
     let counts: Vec<f64> = last
         .iter()
         .rev()
-        .map(|w| notes.iter().filter(|n| !n.is_drum() && n.onset_beats >= w.start_beats && n.onset_beats < w.start_beats + w.len_beats).count() as f64)
+        .map(|w| notes.iter().filter(|n| !n.is_drum() && w.contains_beat(n.onset_beats)).count() as f64)
         .collect();
     let k = counts.len() as f64;
     let m = (counts.iter().sum::<f64>() / k + 1.0).log2();
