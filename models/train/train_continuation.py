@@ -56,8 +56,10 @@ REWARM = 200  # warm-up steps after resuming from weights only
 # Architecture (kept small: the sampler runs on one core inside a plugin). Six layers since stop
 # 34: grown from the four-layer model at step 10,249 (`--grow-from`, the two added layers starting
 # as the identity) and trained 990 steps more (50 min, one thread, lr 3e-4): valid loss 1.505 ->
-# 1.487, every data set lower; first bar p99 32 ms and eight bars p99 233 ms on one core (budgets
-# 50 and 300; four layers: 27 and 152).
+# 1.487, every data set lower; 1,804 steps more at stop 35 (step 13,043): 1.467. Speed on one core
+# depends on the CPU: first bar p99 32 ms and eight bars p99 233 ms on stop 34's machine (four
+# layers: 27 and 152), but 57 and 386 ms on a Xeon with AVX-512 VNNI and AMX (stop 35; float32 is
+# slower still there), over the budgets of 50 and 300.
 D_MODEL = 192
 N_LAYERS = 6
 N_HEADS = 4

@@ -36,7 +36,8 @@ pub const MAX_PRIMER_TOKENS: usize = 128;
 /// so a short window keeps eight bars inside the 300 ms budget. 192 rather than 288 costs 0.025
 /// nats per token of validation loss (1.551 -> 1.576 on 120 validation pieces, replaying this
 /// refill scheme) and takes eight bars' p99 from about 340 ms to about 255 ms (an earlier,
-/// four-layer model; the six-layer one writes eight bars in 233 ms at p99).
+/// four-layer model; the six-layer one writes eight bars in 233 ms at p99 on stop 34's machine and
+/// in 386 ms on a Xeon with AVX-512 VNNI and AMX).
 pub const CACHE_WINDOW: usize = 192;
 /// Lowest and highest pitch the sampler writes (the piano's range).
 pub const MIN_PITCH: u8 = 21;
