@@ -34,6 +34,35 @@ fn demo() -> Piece {
     parse_midi(DEMO).expect("demo parses")
 }
 
+/// The cache is written in place (past and present bound to one buffer): feeding a primer in
+/// pieces, as the generator does, must give the logits one run over the whole primer gives, and
+/// the context must matter (a cache that lost it would give the logits of the last token alone).
+/// Int8 activations are quantised per run, so pieces and one run differ by a little.
+#[test]
+fn the_cache_written_in_place_agrees_with_one_run() {
+    let mut m = model();
+    let piece = demo();
+    let n = piece.bars.len();
+    let seq = moodfader_engine::play::tokens::encode(&piece.notes, &piece.bars[n - 4..], |_| [4; 8]);
+    let seq = &seq[..seq.len().min(150)];
+    assert!(seq.len() > 100, "demo primer has {} tokens", seq.len());
+    let max_diff = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
+    let whole = m.logits_after(&[seq]).unwrap();
+    let mut chunks: Vec<&[u32]> = vec![&seq[..60], &seq[60..69]];
+    chunks.extend((69..seq.len()).map(|i| &seq[i..i + 1]));
+    let pieces = m.logits_after(&chunks).unwrap();
+    let alone = m.logits_after(&[&seq[seq.len() - 1..]]).unwrap();
+    let (d_pieces, d_alone) = (max_diff(&whole, &pieces), max_diff(&whole, &alone));
+    eprintln!("max |logit difference| against one run: in pieces {d_pieces:.3}, last token alone {d_alone:.3}");
+    assert!(d_pieces < 0.5, "fed in pieces, the logits differ from one run by up to {d_pieces}");
+    assert!(d_alone > 2.0, "the context changes the logits by only {d_alone}");
+    // The cache holds CACHE_WINDOW tokens; one more is refused, not written past the buffer.
+    let full = vec![moodfader_engine::play::tokens::BAR; moodfader_engine::play::continuation::CACHE_WINDOW];
+    assert!(m.logits_after(&[&full]).is_ok());
+    let err = m.logits_after(&[&full, &[moodfader_engine::play::tokens::BAR]]).unwrap_err();
+    assert!(err.to_string().contains("does not fit"), "{err}");
+}
+
 #[test]
 fn continues_inside_the_asked_bars_and_repeats_with_a_seed() {
     let mut m = model();

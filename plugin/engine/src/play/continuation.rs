@@ -5,7 +5,6 @@
 //!
 //! Thread: worker / command line (never the audio thread)
 
-use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -32,13 +31,16 @@ pub const EMBEDDED_MANIFEST: &str = include_str!(concat!(env!("CARGO_MANIFEST_DI
 /// front, at a bar line). Keeps the first bar fast.
 pub const MAX_PRIMER_TOKENS: usize = 128;
 /// Longest the key/value cache grows before it is rebuilt from the recent bars (at most half of
-/// it). A cached step costs about 0.2 ms with 16 tokens cached and 0.6 ms with 480 (one core),
-/// so a short window keeps eight bars inside the 300 ms budget. 192 rather than 288 costs 0.025
-/// nats per token of validation loss (1.551 -> 1.576 on 120 validation pieces, replaying this
-/// refill scheme) and takes eight bars' p99 from about 340 ms to about 255 ms (an earlier,
-/// four-layer model; the six-layer one writes eight bars in 233 ms at p99 on stop 34's machine and
-/// in 386 ms on a Xeon with AVX-512 VNNI and AMX).
+/// it), and the slots of its buffers. 192 rather than 288 cost 0.025 nats per token of validation
+/// loss (1.551 -> 1.576 on 120 validation pieces, replaying this refill scheme, an earlier model)
+/// and kept eight bars inside the 300 ms budget then. Since stop 36 the cache is written in place
+/// and a step no longer copies it: with the four-layer model a step takes about 0.19 ms with 20
+/// tokens cached and 0.26 ms with 150 (one core of a Xeon with AMX), and eight bars 231-235 ms at
+/// p99 there (`cargo xtask bench`), so a longer window is a lever again.
 pub const CACHE_WINDOW: usize = 192;
+/// Inputs besides each layer's past keys and values (`past_key_l`, `past_value_l`; outputs
+/// `logits`, `present_key_l`, `present_value_l`).
+const MODEL_INPUTS: &[&str] = &["tokens", "positions", "seqlens_k", "total_sequence_length"];
 /// Lowest and highest pitch the sampler writes (the piano's range).
 pub const MIN_PITCH: u8 = 21;
 pub const MAX_PITCH: u8 = 108;
@@ -663,12 +665,16 @@ impl std::fmt::Debug for ContinuationModel {
     }
 }
 
-/// The key/value cache of one generation.
+/// The key/value cache of one generation: per layer one buffer of [`CACHE_WINDOW`] slots for the
+/// keys and one for the values, bound as both the model's past and its present, so each run writes
+/// its new keys and values into the next free slots and nothing is copied (ONNX Runtime's I/O
+/// binding; the graph's GroupQueryAttention sees that past and present share a buffer).
 struct Cache {
-    keys: Vec<ort::value::DynValue>,
-    values: Vec<ort::value::DynValue>,
-    /// Tokens the cache holds, in order (position i = history[i]).
+    binding: ort::session::IoBinding,
+    /// Tokens the cache holds, in order (slot i = history[i]).
     history: Vec<u32>,
+    /// Slots per buffer.
+    capacity: usize,
 }
 
 impl ContinuationModel {
@@ -714,6 +720,11 @@ impl ContinuationModel {
         }
         let bridge = EmotionBridge::from_json(&manifest.bridge)?;
         let session = session_from_bytes(bytes).map_err(|e| anyhow!("ONNX Runtime rejects the model: {e}"))?;
+        for name in MODEL_INPUTS {
+            if !session.inputs().iter().any(|i| i.name() == *name) {
+                bail!("model has no input '{name}': it was exported for another cache layout (re-export it with train_continuation.py --export-only)");
+            }
+        }
         let head_dim = a.d_model / a.heads;
         let past_names = (0..a.layers).map(|l| (format!("past_key_{l}"), format!("past_value_{l}"))).collect();
         let present_names = (0..a.layers).map(|l| (format!("present_key_{l}"), format!("present_value_{l}"))).collect();
@@ -732,64 +743,70 @@ impl ContinuationModel {
         &self.manifest.attribute_scale
     }
 
+    /// Slots of the key/value cache: the window the sampler keeps, within the model's context.
+    fn cache_capacity(&self) -> usize {
+        CACHE_WINDOW.min(self.context())
+    }
+
     fn empty_cache(&self) -> Result<Cache> {
         let a = &self.manifest.architecture;
-        let empty = || -> Result<ort::value::DynValue> {
-            let t = ort::value::Tensor::<f32>::from_array(([1usize, a.heads, 0, self.head_dim], Vec::<f32>::new()))
-                .map_err(|e| anyhow!("{e}"))?;
-            Ok(t.into_dyn())
-        };
-        let mut keys = Vec::with_capacity(a.layers);
-        let mut values = Vec::with_capacity(a.layers);
-        for _ in 0..a.layers {
-            keys.push(empty()?);
-            values.push(empty()?);
+        let capacity = self.cache_capacity();
+        let allocator = ort::memory::Allocator::default();
+        let mut binding = self.session.create_binding().map_err(|e| anyhow!("{e}"))?;
+        binding.bind_output_to_device("logits", allocator.memory_info()).map_err(|e| anyhow!("{e}"))?;
+        for ((past_k, past_v), (present_k, present_v)) in self.past_names.iter().zip(&self.present_names) {
+            for (past, present) in [(past_k, present_k), (past_v, present_v)] {
+                let mut buffer = ort::value::Tensor::<f32>::new(&allocator, [1usize, a.heads, capacity, self.head_dim])
+                    .map_err(|e| anyhow!("{e}"))?;
+                // Slots past the cached tokens are never read (the operator stops at seqlens_k), but
+                // start them defined.
+                buffer.extract_tensor_mut().1.fill(0.0);
+                binding.bind_input(past.as_str(), &buffer).map_err(|e| anyhow!("{e}"))?;
+                binding.bind_output(present.as_str(), &mut buffer).map_err(|e| anyhow!("{e}"))?;
+            }
         }
-        Ok(Cache { keys, values, history: Vec::with_capacity(a.context) })
+        Ok(Cache { binding, history: Vec::with_capacity(capacity), capacity })
     }
 
     /// Feeds `tokens` after what the cache holds; `logits` gets the next-token logits.
     fn feed(&mut self, cache: &mut Cache, tokens: &[u32], logits: &mut Vec<f32>) -> Result<()> {
         let t = tokens.len();
         let p = cache.history.len();
-        if t == 0 || p + t > self.context() {
-            bail!("feed of {t} tokens after {p} does not fit the context of {}", self.context());
+        if t == 0 || p + t > cache.capacity {
+            bail!("feed of {t} tokens after {p} does not fit the cache of {}", cache.capacity);
         }
-        let ids: Vec<i64> = tokens.iter().map(|&x| x as i64).collect();
-        let pos: Vec<i64> = (p..p + t).map(|x| x as i64).collect();
-        let mut bias = vec![0.0f32; t * (p + t)];
-        for i in 0..t {
-            for j in (p + i + 1)..(p + t) {
-                bias[i * (p + t) + j] = -1e9;
-            }
+        let tensor_i64 = |v: Vec<i64>| ort::value::Tensor::from_array(([1usize, t], v)).map_err(|e| anyhow!("{e}"));
+        let ids = tensor_i64(tokens.iter().map(|&x| x as i64).collect())?;
+        let pos = tensor_i64((p..p + t).map(|x| x as i64).collect())?;
+        let seqlens = ort::value::Tensor::from_array(([1usize], vec![(p + t - 1) as i32])).map_err(|e| anyhow!("{e}"))?;
+        let total = ort::value::Tensor::from_array(([0usize; 0], vec![(p + t) as i32])).map_err(|e| anyhow!("{e}"))?;
+        let b = &mut cache.binding;
+        b.bind_input("tokens", &ids).map_err(|e| anyhow!("{e}"))?;
+        b.bind_input("positions", &pos).map_err(|e| anyhow!("{e}"))?;
+        b.bind_input("seqlens_k", &seqlens).map_err(|e| anyhow!("{e}"))?;
+        b.bind_input("total_sequence_length", &total).map_err(|e| anyhow!("{e}"))?;
+        let outputs = self.session.run_binding(&cache.binding).map_err(|e| anyhow!("{e}"))?;
+        let (shape, data) = outputs["logits"].try_extract_tensor::<f32>().map_err(|e| anyhow!("{e}"))?;
+        if shape.len() != 2 || shape[1] as u32 != VOCAB_SIZE {
+            bail!("model logits have shape {shape:?}, expected [1, {VOCAB_SIZE}]");
         }
-        let tensor_i64 = |v: Vec<i64>| -> Result<ort::value::DynValue> {
-            Ok(ort::value::Tensor::from_array(([1usize, t], v)).map_err(|e| anyhow!("{e}"))?.into_dyn())
-        };
-        let mut inputs: Vec<(Cow<'_, str>, ort::session::SessionInputValue<'_>)> = Vec::with_capacity(3 + 2 * cache.keys.len());
-        inputs.push((Cow::Borrowed("tokens"), tensor_i64(ids)?.into()));
-        inputs.push((Cow::Borrowed("positions"), tensor_i64(pos)?.into()));
-        let bias = ort::value::Tensor::from_array(([t, p + t], bias)).map_err(|e| anyhow!("{e}"))?;
-        inputs.push((Cow::Borrowed("attn_bias"), bias.into_dyn().into()));
-        for (l, (k, v)) in self.past_names.iter().enumerate() {
-            inputs.push((Cow::Borrowed(k.as_str()), (&cache.keys[l]).into()));
-            inputs.push((Cow::Borrowed(v.as_str()), (&cache.values[l]).into()));
-        }
-        let mut outputs = self.session.run(inputs).map_err(|e| anyhow!("{e}"))?;
-        {
-            let (shape, data) = outputs["logits"].try_extract_tensor::<f32>().map_err(|e| anyhow!("{e}"))?;
-            if shape.len() != 2 || shape[1] as u32 != VOCAB_SIZE {
-                bail!("model logits have shape {shape:?}, expected [1, {VOCAB_SIZE}]");
-            }
-            logits.clear();
-            logits.extend_from_slice(data);
-        }
-        for (l, (k, v)) in self.present_names.iter().enumerate() {
-            cache.keys[l] = outputs.remove(k).ok_or_else(|| anyhow!("model has no output {k}"))?;
-            cache.values[l] = outputs.remove(v).ok_or_else(|| anyhow!("model has no output {v}"))?;
-        }
+        logits.clear();
+        logits.extend_from_slice(data);
+        drop(outputs);
         cache.history.extend_from_slice(tokens);
         Ok(())
+    }
+
+    /// The next-token logits after feeding `chunks` in turn through one fresh cache, each chunk in
+    /// one run (the generator feeds a primer at once, a bar's conditioning tokens together, then
+    /// one token at a time). Fails when they do not fit the cache ([`CACHE_WINDOW`] tokens).
+    pub fn logits_after(&mut self, chunks: &[&[u32]]) -> Result<Vec<f32>> {
+        let mut cache = self.empty_cache()?;
+        let mut logits = Vec::with_capacity(VOCAB_SIZE as usize);
+        for chunk in chunks {
+            self.feed(&mut cache, chunk, &mut logits)?;
+        }
+        Ok(logits)
     }
 
     /// Feeds `tokens`, first rebuilding the cache from the recent history (at a bar line) when
@@ -808,7 +825,7 @@ impl ContinuationModel {
                 .map(|(i, _)| i)
                 .next()
                 .or_else(|| hist.iter().rposition(|&tok| tok == BAR).filter(|&i| hist.len() - i + tokens.len() <= ctx));
-            *cache = self.empty_cache()?;
+            // The buffers stay: the kept tokens are written again from slot 0.
             if let Some(i) = keep_from {
                 self.feed(cache, &hist[i..], logits)?;
             }
