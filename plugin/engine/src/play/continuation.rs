@@ -797,7 +797,6 @@ impl ContinuationModel {
         }
         logits.clear();
         logits.extend_from_slice(data);
-        drop(outputs);
         cache.history.extend_from_slice(tokens);
         Ok(())
     }
@@ -815,9 +814,9 @@ impl ContinuationModel {
     }
 
     /// Feeds `tokens`, first rebuilding the cache from the recent history (at a bar line) when
-    /// they would not fit the context.
+    /// they would not fit its slots.
     fn feed_sliding(&mut self, cache: &mut Cache, tokens: &[u32], logits: &mut Vec<f32>, refills: &mut usize) -> Result<()> {
-        let ctx = self.context().min(CACHE_WINDOW);
+        let ctx = cache.capacity;
         if cache.history.len() + tokens.len() > ctx {
             *refills += 1;
             let hist = std::mem::take(&mut cache.history);
